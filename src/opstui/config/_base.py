@@ -1,0 +1,69 @@
+"""Building blocks shared by every config section: strict models, durations, secrets."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer
+
+from opstui.units import format_duration, parse_duration
+
+
+class Section(BaseModel):
+    """A config table: unknown keys are errors (typos are caught), values are immutable once loaded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str, when_used="json"),
+]
+"""Seconds; written in config as `30s`, `5m`, `1h30m` or a plain number of seconds."""
+
+
+class _SecretMark:
+    """Marks a str field whose whole value is a secret (a token, a password)."""
+
+
+class _SecretUrlMark:
+    """Marks a URL/DSN field whose password part is a secret (the rest is useful to show)."""
+
+
+SECRET = _SecretMark()
+SECRET_URL = _SecretUrlMark()
+
+Secret = Annotated[str, SECRET]
+SecretUrl = Annotated[str, SECRET_URL]
+
+
+def iter_secrets(model: BaseModel) -> Iterator[str]:
+    """Every secret value in a loaded config: whole secret fields, and the passwords inside URL fields."""
+    from urllib.parse import urlsplit
+
+    for name, field in type(model).model_fields.items():
+        value = getattr(model, name)
+        marks = field.metadata
+        if any(isinstance(m, _SecretMark) for m in marks) and isinstance(value, str):
+            yield value
+        elif any(isinstance(m, _SecretUrlMark) for m in marks) and isinstance(value, str):
+            try:
+                password = urlsplit(value).password
+            except ValueError:
+                password = None
+            if password:
+                yield password
+        yield from _iter_nested(value)
+
+
+def _iter_nested(value: Any) -> Iterator[str]:
+    if isinstance(value, BaseModel):
+        yield from iter_secrets(value)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _iter_nested(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _iter_nested(item)

@@ -1,0 +1,54 @@
+"""Config sections every install has: who this instance is, where state lives, the local host, the screen."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, field_validator
+
+from opstui.config._base import Duration, Section
+
+
+class GeneralConfig(Section):
+    instance: str = Field(default_factory=socket.gethostname, min_length=1)
+    """Name of this deployment in headers, alerts and reports."""
+    timezone: str = "UTC"
+    """IANA timezone for reports, maintenance windows and times shown to people."""
+    state_dir: Path | None = None
+    """Where the state database lives; default: the platform's user state dir (~/.local/state/opstui)."""
+    read_only: bool = False
+    """Turn every mutating action off, in the TUI, the CLI and the bot."""
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone '{value}'; use an IANA name such as 'Europe/Berlin'") from None
+        return value
+
+    @field_validator("state_dir")
+    @classmethod
+    def _expand_state_dir(cls, value: Path | None) -> Path | None:
+        return value.expanduser() if value is not None else None
+
+
+class HostConfig(Section):
+    enabled: bool = True
+    """Watch this machine: memory, swap and the biggest processes."""
+    interval: Duration = 5.0
+    timeout: Duration = 3.0
+    top_processes: int = Field(default=8, ge=0, le=100)
+    """How many of the biggest processes by memory to list."""
+
+
+class TuiConfig(Section):
+    theme: str = "opstui-dark"
+    """A theme name from themes/ or your config dir's themes/ folder."""
+    refresh: Duration = Field(default=2.0, ge=0.2)
+    """How often the screen redraws from the latest snapshot."""
+    keys: dict[str, str] = Field(default_factory=dict)
+    """Remap keys by command id, e.g. `{ "pause" = "space" }`; `opstui` shows the ids on its help screen (?)."""

