@@ -1,0 +1,26 @@
+"""Sources read facts from real systems; `build_sources` makes the ones a config asks for."""
+
+from __future__ import annotations
+
+from opstui.config import Config
+from opstui.sources.base import Source
+
+__all__ = ["Source", "build_sources"]
+
+
+def build_sources(config: Config) -> list[Source]:
+    """Every source the config describes, in the order panes and reports list them.
+
+    Each source module is imported only when the config uses it, so an install that watches no Redis never
+    pays for importing redis-py.
+    """
+    sources: list[Source] = []
+    if config.host.enabled:
+        from opstui.sources.host import HostSource
+
+        sources.append(
+            HostSource(
+                interval=config.host.interval, timeout=config.host.timeout, top_processes=config.host.top_processes
+            )
+        )
+    return sources

@@ -1,0 +1,209 @@
+"""The engine: sources run concurrently on their own schedules; none can delay, block or break another."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from opstui.engine import Engine, History
+from opstui.errors import SourceUnavailable
+from opstui.model import Facts, QueueInfo, Snapshot
+from opstui.sources.base import Source
+
+
+class Steady(Source):
+    """Reports a queue whose depth goes up by one per read."""
+
+    kind = "test"
+
+    def __init__(self, name: str = "steady", interval: float = 0.05, timeout: float = 1.0) -> None:
+        super().__init__(name, interval=interval, timeout=timeout)
+        self.reads = 0
+
+    async def collect(self) -> Facts:
+        self.reads += 1
+        return Facts(
+            queues=(QueueInfo(key=f"{self.name}/q", name="q", kind="list", depth=self.reads, source=self.name),)
+        )
+
+
+class Hangs(Source):
+    kind = "test"
+
+    async def collect(self) -> Facts:
+        await asyncio.sleep(3600)
+        return Facts()
+
+
+class BlocksThread(Source):
+    """A synchronous library call that ignores cancellation, run in a thread as sources must."""
+
+    kind = "test"
+
+    async def collect(self) -> Facts:
+        await asyncio.to_thread(time.sleep, 2)
+        return Facts()
+
+
+class Flaky(Source):
+    """Good once, then refused until `recover` is set."""
+
+    kind = "test"
+
+    def __init__(self) -> None:
+        super().__init__("redis main", interval=0.05, timeout=1.0)
+        self.reads = 0
+        self.recover = False
+
+    async def collect(self) -> Facts:
+        self.reads += 1
+        if self.reads > 1 and not self.recover:
+            raise SourceUnavailable("connection refused at 127.0.0.1:6380")
+        return Facts(queues=(QueueInfo(key="main/q", name="q", kind="list", depth=self.reads, source=self.name),))
+
+
+class Explodes(Source):
+    kind = "test"
+
+    async def collect(self) -> Facts:
+        raise KeyError("surprise")
+
+
+async def wait_for(predicate, limit: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + limit
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_hanging_source_times_out_and_does_not_delay_the_others() -> None:
+    steady = Steady()
+    engine = Engine([Hangs("hangs", interval=0.05, timeout=0.2), steady], instance="t")
+    await engine.start()
+    try:
+        await wait_for(lambda: steady.reads >= 5)
+        assert steady.reads >= 5, "the steady source was held up by the hanging one"
+        await wait_for(
+            lambda: not engine.snapshot.sources["hangs"].ok and engine.snapshot.sources["hangs"].error != "not read yet"
+        )
+        assert engine.snapshot.sources["hangs"].error == "timed out after 200ms"
+    finally:
+        await engine.stop()
+
+
+async def test_collect_once_is_concurrent_and_bounded_by_the_slowest_timeout() -> None:
+    engine = Engine([Hangs("a", interval=1, timeout=0.3), Hangs("b", interval=1, timeout=0.3), Steady()], instance="t")
+    started = time.monotonic()
+    snapshot = await engine.collect_once()
+    took = time.monotonic() - started
+    assert snapshot.sources["a"].error == "timed out after 300ms"
+    assert snapshot.sources["b"].error == "timed out after 300ms"
+    assert snapshot.sources["steady"].ok
+    assert took < 0.9  # two 0.3 s timeouts ran side by side, not one after the other
+
+
+async def test_a_source_stuck_in_a_thread_still_times_out() -> None:
+    engine = Engine([BlocksThread("sync lib", interval=1, timeout=0.2)], instance="t")
+    snapshot = await engine.collect_once()
+    assert snapshot.sources["sync lib"].error == "timed out after 200ms"
+
+
+async def test_a_failing_source_keeps_its_last_good_value_with_its_age_and_recovers() -> None:
+    now = [1000.0]
+    flaky = Flaky()
+    engine = Engine([flaky], instance="t", clock=lambda: now[0])
+    await engine.run_source(flaky)
+    now[0] = 1030.0
+    await engine.run_source(flaky)
+    await asyncio.sleep(0)
+    snap = engine.snapshot
+    status = snap.sources["redis main"]
+    assert not status.ok
+    assert status.error == "connection refused at 127.0.0.1:6380"
+    assert status.age(snap.taken_at) == 30.0
+    assert [q.depth for q in snap.queues] == [1], "the last good value must stay visible"
+    assert snap.is_stale(snap.queues[0])
+    flaky.recover = True
+    await engine.run_source(flaky)
+    await asyncio.sleep(0)
+    assert engine.snapshot.sources["redis main"].ok
+    assert [q.depth for q in engine.snapshot.queues] == [3]
+
+
+async def test_an_unexpected_exception_becomes_a_status_not_a_crash() -> None:
+    engine = Engine([Explodes("bad", interval=1, timeout=1), Steady()], instance="t")
+    snapshot = await engine.collect_once()
+    assert snapshot.sources["bad"].error == "KeyError: 'surprise'"
+    assert snapshot.sources["steady"].ok
+
+
+async def test_errors_are_redacted() -> None:
+    class Leaks(Source):
+        kind = "test"
+
+        async def collect(self) -> Facts:
+            raise SourceUnavailable("cannot connect to redis://:hunter2pass@10.0.0.5:6379/0")
+
+    snapshot = await Engine([Leaks("leaks", interval=1, timeout=1)], instance="t").collect_once()
+    assert snapshot.sources["leaks"].error == "cannot connect to redis://:***@10.0.0.5:6379/0"
+
+
+async def test_subscribers_receive_immutable_snapshots_and_a_raising_one_does_not_stop_the_rest() -> None:
+    engine = Engine([Steady()], instance="t")
+    seen: list[Snapshot] = []
+
+    def bad(snapshot: Snapshot) -> None:
+        raise RuntimeError("subscriber bug")
+
+    engine.subscribe(bad)
+    unsubscribe = engine.subscribe(seen.append)
+    await engine.collect_once()
+    await engine.collect_once()
+    assert [s.queues[0].depth for s in seen] == [1, 2]
+    assert seen[0].sequence < seen[1].sequence
+    unsubscribe()
+    await engine.collect_once()
+    assert len(seen) == 2
+
+
+async def test_results_arriving_together_are_published_once() -> None:
+    engine = Engine([Steady("a"), Steady("b"), Steady("c")], instance="t")
+    published: list[Snapshot] = []
+    engine.subscribe(published.append)
+    for source in engine.sources:
+        engine.record(source, Facts(), None)
+    await asyncio.sleep(0)
+    assert len(published) == 1
+    assert all(status.ok for status in published[0].sources.values())
+
+
+async def test_history_is_bounded_and_gives_growth_per_minute() -> None:
+    now = [0.0]
+    steady = Steady()
+    engine = Engine([steady], instance="t", clock=lambda: now[0], history_points=10)
+    for step in range(25):
+        now[0] = step * 6.0
+        await engine.run_source(steady)
+    await asyncio.sleep(0)
+    snap = engine.snapshot
+    assert snap.values("queue_depth:steady/q") == [float(v) for v in range(16, 26)]
+    # One more job every 6 s is 10 per minute.
+    assert snap.queues[0].growth_per_min == 10.0
+
+
+def test_history_replaces_tuples_so_old_snapshots_do_not_change() -> None:
+    history = History(points=3)
+    history.record("s", 1, 1)
+    frozen = history.frozen()
+    history.record("s", 2, 2)
+    assert frozen["s"] == ((1, 1),)
+    assert history.get("s") == ((1, 1), (2, 2))
+
+
+async def test_processors_enrich_the_snapshot_before_subscribers_see_it() -> None:
+    engine = Engine([Steady()], instance="t")
+    engine.processors.append(lambda snap: snap.replace(instance="processed"))
+    seen: list[Snapshot] = []
+    engine.subscribe(seen.append)
+    await engine.collect_once()
+    assert seen[-1].instance == "processed"
