@@ -1,0 +1,61 @@
+"""The `opstui` command as scripts and cron use it: output, JSON shape and exit status."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def opstui(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "opstui", *args], capture_output=True, text=True, cwd=cwd, env={**os.environ}, timeout=60
+    )
+
+
+def test_check_json_describes_this_host(tmp_path: Path) -> None:
+    result = opstui("check", "--json", cwd=tmp_path)
+    assert result.returncode in (0, 1, 2)
+    doc = json.loads(result.stdout)
+    assert {"status", "sources", "processes", "queues", "memory", "locks", "dispatch", "health", "alerts"} <= set(doc)
+    assert doc["status"] in ("ok", "warning", "critical")
+    host = doc["memory"]["host"]
+    assert 0 < host["used_percent"] < 100
+    assert host["total_bytes"] > host["available_bytes"] > 0
+    assert host["read_at"].endswith("Z")
+    assert doc["sources"]["host"]["ok"] is True
+    assert len(host["top"]) == 8
+
+
+def test_check_exit_status_follows_the_worst_finding(write_config, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # A timeout of zero makes the host source fail: that is critical, exit 2.
+    path = write_config('[host]\ntimeout = "0s"\n')
+    result = opstui("-c", str(path), "check", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "status: CRITICAL" in result.stdout
+    assert "FAIL  host" in result.stdout and "timed out after 0s" in result.stdout
+
+
+def test_check_text_is_a_table_people_can_read(tmp_path: Path) -> None:
+    result = opstui("check", cwd=tmp_path)
+    first = result.stdout.splitlines()[0]
+    assert "status: OK" in first or "status: WARNING" in first or "status: CRITICAL" in first
+    assert "\nSOURCES\n" in result.stdout and "\nMEMORY\n" in result.stdout
+
+
+def test_help_and_version(tmp_path: Path) -> None:
+    result = opstui("--help", cwd=tmp_path)
+    assert result.returncode == 0
+    for command in ("daemon", "check", "config", "demo"):
+        assert command in result.stdout
+    version = opstui("--version", cwd=tmp_path)
+    assert version.stdout.startswith("opstui ")
+
+
+def test_unknown_command_is_a_usage_error_not_a_traceback(tmp_path: Path) -> None:
+    result = opstui("chekc", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "invalid choice: 'chekc'" in result.stderr
+    assert "Traceback" not in result.stderr
