@@ -1,0 +1,148 @@
+"""The demo world: real Redis and PostgreSQL, a crash-looping backend, and a config that watches them.
+
+Everything lives in one temporary directory. Leaving the `with DemoWorld()` block stops every process and
+deletes the directory; if opstui is killed before it can, the reaper process does it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+from opstui.demo.backend import LOCK_TABLE
+from opstui.demo.servers import (
+    EmbeddedPostgres,
+    EmbeddedRedis,
+    die_with_parent,
+    free_port,
+    stop_process,
+    wait_until,
+)
+
+
+class DemoWorld:
+    def __init__(self) -> None:
+        self.root = Path()
+        self.redis: EmbeddedRedis | None = None
+        self.postgres: EmbeddedPostgres | None = None
+        self.backend: subprocess.Popen[bytes] | None = None
+        self.reaper: subprocess.Popen[bytes] | None = None
+        self.http_port = 0
+        self.started = 0.0
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "opstui.toml"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    def __enter__(self) -> DemoWorld:
+        self.root = Path(tempfile.mkdtemp(prefix="opstui-demo-"))
+        self.root.chmod(0o711)  # PostgreSQL runs as its own user when we are root and must reach its dir
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _start(self) -> None:
+        self.reaper = subprocess.Popen(
+            [sys.executable, "-m", "opstui.demo.reaper", str(os.getpid()), str(self.root)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.logs.mkdir()
+        self.redis = EmbeddedRedis(self.root / "redis").start()
+        self._remember(self.redis.proc)
+        self.postgres = EmbeddedPostgres(self.root / "postgres").start()
+        self._remember(self.postgres.proc)
+        self.postgres.psql(LOCK_TABLE)
+        self.http_port = free_port()
+        self.started = time.time()
+        out = (self.logs / "supervisor-out.log").open("ab")
+        self.backend = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "opstui.demo.backend",
+                "supervisor",
+                "--root",
+                str(self.root),
+                "--redis",
+                self.redis.url,
+                "--pg",
+                self.postgres.dsn,
+                "--http-port",
+                str(self.http_port),
+                "--started",
+                str(self.started),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
+        )
+        out.close()
+        self._remember(self.backend)
+        wait_until(
+            self._api_answers, timeout=20, what="the demo backend", proc=self.backend, log=self.logs / "api-out.log"
+        )
+        self.config_path.write_text(self.config_text())
+
+    def _api_answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.http_port), timeout=0.2):
+                return True
+        except OSError:
+            return False
+
+    def _remember(self, proc: subprocess.Popen[bytes] | None) -> None:
+        # The reaper kills these process groups if we die without cleaning up.
+        if proc is not None:
+            with (self.root / "pids").open("a") as pids:
+                pids.write(f"{proc.pid}\n")
+
+    def config_text(self) -> str:
+        return f"""\
+# The config `opstui demo` watches its simulated backend with; a real one looks much the same.
+[general]
+instance = "demo"
+timezone = "UTC"
+state_dir = "{self.root / "state"}"
+
+[host]
+interval = "2s"
+top_processes = 8
+"""
+
+    def close(self) -> None:
+        stop_process(self.backend)
+        if self.postgres is not None:
+            self.postgres.stop()
+        if self.redis is not None:
+            self.redis.stop()
+        if self.root != Path():
+            shutil.rmtree(self.root, ignore_errors=True)
+        if self.reaper is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.reaper.wait(2)
+            stop_process(self.reaper)
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
