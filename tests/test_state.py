@@ -71,3 +71,26 @@ def test_an_unwritable_state_dir_is_a_clear_error(tmp_path: Path) -> None:
     blocker.write_text("not a directory")
     with pytest.raises(StateError, match="cannot open the state database"):
         StateStore.in_dir(blocker / "state")
+
+
+async def test_the_daemon_announces_itself_and_withdraws_on_stop(write_config) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    from opstui.config import load_config
+    from opstui.daemon import read_presence, run_daemon
+
+    config = load_config(write_config('[host]\ninterval = "1s"\n'))
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_daemon(config, stop=stop))
+    store = StateStore.in_dir(config.state_dir())
+    for _ in range(100):
+        presence = read_presence(store)
+        if presence is not None:
+            break
+        await asyncio.sleep(0.05)
+    assert presence is not None and presence.instance == config.general.instance
+    assert presence.alive(presence.heartbeat_at + 1)
+    stop.set()
+    assert await asyncio.wait_for(task, 5) == 0
+    assert read_presence(store) is None
+    store.close()

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import logging
+import os
 import signal
+import socket
+import time
+from dataclasses import dataclass
 
 from opstui.config import Config
 from opstui.engine import build_engine
@@ -14,6 +20,38 @@ log = logging.getLogger("opstui.daemon")
 
 STOP_BUDGET = 4.5
 """Seconds the shutdown may take before we stop waiting: a supervisor's SIGKILL usually follows at 5-10 s."""
+HEARTBEAT_KEY = "daemon"
+HEARTBEAT_EVERY = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonPresence:
+    """What the daemon last wrote about itself into the state store (the TUI header shows it)."""
+
+    pid: int
+    host: str
+    instance: str
+    started_at: float
+    heartbeat_at: float
+    leader: bool | None = None
+    """Whether this daemon leads when several run (None: no high availability configured)."""
+
+    def alive(self, now: float) -> bool:
+        return now - self.heartbeat_at < 3 * HEARTBEAT_EVERY
+
+
+def write_presence(store: StateStore, presence: DaemonPresence) -> None:
+    store.set_meta(HEARTBEAT_KEY, json.dumps(dataclasses.asdict(presence)))
+
+
+def read_presence(store: StateStore) -> DaemonPresence | None:
+    raw = store.get_meta(HEARTBEAT_KEY)
+    if raw is None:
+        return None
+    try:
+        return DaemonPresence(**json.loads(raw))
+    except (TypeError, ValueError):
+        return None
 
 
 async def run_daemon(config: Config, *, stop: asyncio.Event | None = None) -> int:
@@ -24,8 +62,27 @@ async def run_daemon(config: Config, *, stop: asyncio.Event | None = None) -> in
         loop.add_signal_handler(sig, stop.set)
     store = StateStore.in_dir(config.state_dir())
     engine = build_engine(config)
+    started = time.time()
+
+    def heartbeat(leader: bool | None = None) -> None:
+        write_presence(
+            store,
+            DaemonPresence(
+                pid=os.getpid(),
+                host=socket.gethostname(),
+                instance=config.general.instance,
+                started_at=started,
+                heartbeat_at=time.time(),
+                leader=leader,
+            ),
+        )
+
     try:
         await engine.start()
+        heartbeat()
+        engine.scheduler.add_job(
+            heartbeat, "interval", seconds=HEARTBEAT_EVERY, id="heartbeat", max_instances=1, coalesce=True
+        )
         log.info(
             "daemon started",
             extra={
@@ -41,6 +98,7 @@ async def run_daemon(config: Config, *, stop: asyncio.Event | None = None) -> in
             await asyncio.wait_for(engine.stop(), timeout=STOP_BUDGET)
         except TimeoutError:
             log.warning("sources did not close within %.1fs; exiting anyway", STOP_BUDGET)
+        store.set_meta(HEARTBEAT_KEY, "{}")
         store.close()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
