@@ -119,14 +119,14 @@ class Guard:
         required = plan.requirement
         if required.kind == "none":
             return confirmation.how if confirmation is not None else "not asked (confirm = false)"
-        if confirmation is None:
-            raise ActionError(f"{plan.action.name} needs a confirmation first; nothing was confirmed")
-        if confirmation.plan_id != plan.id:
+        if confirmation is not None and confirmation.plan_id != plan.id:
             raise ActionError(f"the confirmation given was for another request, not this run of {plan.action.name}")
-        if required.kind == "typed" and (confirmation.typed or "").strip() != required.phrase:
-            got = (confirmation.typed or "").strip()
+        typed = (confirmation.typed or "").strip() if confirmation is not None else ""
+        if required.kind == "typed" and typed != required.phrase:
             raise ActionError(
                 f"{plan.action.name} is dangerous: it runs only when {required.phrase!r} is typed"
-                + (f" (got {got!r})" if got else "")
+                + (f" (got {typed!r})" if typed else "")
             )
+        if confirmation is None:
+            raise ActionError(f"{plan.action.name} needs a confirmation first; nothing was confirmed")
         return confirmation.how

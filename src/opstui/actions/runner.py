@@ -36,6 +36,8 @@ MAX_LINE = 4000
 """Characters kept of one output line; a longer line is cut and marked (a minified JSON dump, a progress bar)."""
 DRAIN = 1.0
 """Seconds to keep reading after the program exits, for output its background children still write."""
+KILL_WAIT = 5.0
+"""Seconds to wait for a SIGKILLed process group to be gone."""
 AUDIT_LINES = 20
 """The last lines of output kept in the audit log entry."""
 
@@ -235,6 +237,9 @@ async def stop_group(proc: asyncio.subprocess.Process, grace: float, emit: Emit)
         if live_members(group):
             emit("info", f"still running after {format_duration(grace)}: SIGKILL to process group {group}")
             _signal_group(group, signal.SIGKILL)
+    # SIGKILL is delivered when each process is next scheduled: the run ends only once the group is gone
+    # (bounded, for a process stuck in the kernel that no signal can end).
+    await asyncio.to_thread(_wait_group_gone, group, KILL_WAIT)
     await proc.wait()
 
 

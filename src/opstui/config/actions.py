@@ -161,19 +161,19 @@ class ActionsConfig(Section):
 
     @model_validator(mode="after")
     def _unique(self) -> ActionsConfig:
+        # Reported as the two places in the file, since the error for this whole section has no line of its own.
         for attribute in ("name", "key"):
-            seen: set[str] = set()
-            for action in self.all():
-                value = getattr(action, attribute)
-                if value is not None and value in seen:
-                    raise ValueError(f"two actions have {attribute} = '{value}'; each needs its own")
-                if value is not None:
-                    seen.add(value)
+            seen: dict[str, str] = {}
+            for kind in ("command", "script", "http"):
+                for index, action in enumerate(getattr(self, kind)):
+                    value, where = getattr(action, attribute), f"actions.{kind}[{index}]"
+                    if value is not None and value in seen:
+                        raise ValueError(
+                            f"{seen[value]} and {where} both have {attribute} = '{value}'; each needs its own"
+                        )
+                    if value is not None:
+                        seen[value] = where
         return self
-
-    def all(self) -> list[ActionConfig]:
-        """Every configured action, kind by kind, each in file order."""
-        return [*self.command, *self.script, *self.http]
 
 
 def check_placeholders(argv: list[str], scope: str) -> None:
