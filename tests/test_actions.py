@@ -609,3 +609,12 @@ def test_a_wrong_action_config_names_file_line_key_and_problem(write_config, tex
     with pytest.raises(ConfigError) as caught:
         load_config(path)
     assert str(caught.value).startswith(f"{path}{error}"), str(caught.value)
+
+
+async def test_a_run_cancelled_right_after_it_starts_is_still_recorded(make_actions) -> None:  # type: ignore[no-untyped-def]
+    actions = make_actions(f'[[actions.command]]\nname = "long"\ncommand = {toml_list([PY, "-c", "input()"])}\n')
+    plan = await actions.plan("long", actor=ME)
+    run = await actions.start(plan, plan.confirmation("pressed Confirm"))
+    run.cancel("changed my mind")
+    assert (await run.wait()).result == "cancelled"
+    assert (actions.audit.recent(1)[-1].result, actions.audit.recent(1)[-1].reason) == ("cancelled", "changed my mind")

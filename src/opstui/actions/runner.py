@@ -153,9 +153,11 @@ class Run:
 
     def cancel(self, reason: str) -> None:
         """Stop the run (its process group is stopped as on a timeout); the result is "cancelled"."""
-        if self._task is not None and not self._task.done():
+        if self._task is not None and not self._task.done() and self.cancel_reason is None:
             self.cancel_reason = reason
-            self._task.cancel()
+            # On the next loop iteration, not now: a task cancelled before its first step never runs a line,
+            # so a run cancelled right after `start` would never be recorded as ended.
+            asyncio.get_running_loop().call_soon(self._task.cancel)
 
     def emit(self, stream: Stream, text: str) -> None:
         line = OutputLine(time.time(), stream, clean_line(text))
