@@ -20,6 +20,7 @@ import pytest
 
 from opstui.actions import Actions, Actor, RunResult, row_args
 from opstui.actions.audit import AuditEntry, AuditLog
+from opstui.actions.runner import MAX_LINE
 from opstui.config import load_config, render_config
 from opstui.errors import ActionError
 from opstui.model import LockInfo, LockState, ProcessInfo, QueueInfo, Snapshot
@@ -496,7 +497,7 @@ async def test_output_is_cleaned_and_bounded_in_memory(make_actions) -> None:  #
     assert (await run.wait()).ok
     assert len(run.lines) == 100 and run.dropped == 2903
     assert everything[0] == "red and a bell"
-    assert everything[1] == "x" * 4000 + " [line cut]"
+    assert everything[1] == "x" * MAX_LINE + " [line cut]"
     assert run.lines[-1].text == "password=***", "the last line, without a newline, is kept and redacted"
     entry = actions.audit.recent(1)[-1]
     assert len(entry.output) == 20 and entry.output[-2] == "line 2999"

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RECENT_RUNS = 20
+RECENT_RUNS = 10
 """Runs kept in memory for the TUI's action pane (the audit log keeps them all)."""
 DEADLINE_SLACK = 30.0
 """Seconds past timeout and grace after which a run left "running" by a dead opstui stops blocking others."""

@@ -68,7 +68,9 @@ class ProgramAction(Action):
         return tuple(lines)
 
     def prepared(self, argv: list[str]) -> Prepared:
-        env = {**os.environ, **self.public_env, **self.env}
+        # Python buffers stdout in blocks when it is a pipe: unbuffered, a Python script's lines stream as they
+        # are printed instead of all at the end (unless the action sets PYTHONUNBUFFERED itself).
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.public_env, **self.env}
         return Prepared(
             shown=self.shown(argv), execute=partial(run_program, argv, cwd=self.cwd, env=env, grace=self.grace)
         )

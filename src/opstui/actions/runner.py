@@ -32,8 +32,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MAX_LINE = 4000
-"""Characters kept of one output line; a longer line is cut and marked (a minified JSON dump, a progress bar)."""
+MAX_LINE = 1000
+"""Characters kept of one output line; a longer line is cut and marked (a minified JSON dump, a progress bar).
+With `output_lines` and RECENT_RUNS this bounds what runs hold in memory (1000 x 1000 x 10: about 10 MB)."""
 DRAIN = 1.0
 """Seconds to keep reading after the program exits, for output its background children still write."""
 KILL_WAIT = 5.0
