@@ -237,6 +237,7 @@ async def test_read_only_refuses_every_action_and_audits_it(make_actions, tmp_pa
         ("$(touch PWNED)", "it contains whitespace"),
         ("`touch`PWNED", "it contains '`'"),
         ("worker\nrm -rf ~", "it contains whitespace or a line break"),
+        ("worker\n", "it contains whitespace or a line break"),
         ("-rf", "it starts with '-', so the program would read it as an option"),
         ("--config=/etc/shadow", "it starts with '-'"),
         ("../../etc/passwd", "it contains '/'"),

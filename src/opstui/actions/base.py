@@ -21,7 +21,8 @@ Stream = Literal["out", "err", "info"]
 Emit = Callable[[Stream, str], None]
 """Where an action writes its output, line by line: `emit(stream, text)`; the run redacts and keeps it."""
 
-_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@+-]{0,127}$")
+# fullmatch, never match with `$`: in Python `$` also matches before a final newline.
+_SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@+-]{0,127}")
 SAFE_RULE = "only letters, digits and . _ : @ + - are allowed, starting with a letter or digit (at most 128)"
 
 
@@ -32,7 +33,7 @@ def safe_value(label: str, value: str) -> str:
     not run anything anyway; the pattern also refuses what a program could misread: a leading `-` (an
     option), whitespace, paths, quotes and globs.
     """
-    if _SAFE.match(value):
+    if _SAFE.fullmatch(value):
         return value
     shown = redact(repr(value if len(value) <= 60 else value[:60] + "..."))
     if not value:

@@ -29,8 +29,8 @@ ROW_FIELDS: dict[str, tuple[str, ...]] = {
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 PLACEHOLDER = re.compile(r"\{(?P<scope>process|queue|lock)\.(?P<field>[A-Za-z_]+)\}")
-_MODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@+-]{0,63}$")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_MODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@+-]{0,63}")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class ActionConfig(Section):
@@ -82,7 +82,7 @@ class ProcessActionConfig(ActionConfig):
     @classmethod
     def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
         for name in value:
-            if not _ENV_NAME.match(name):
+            if not _ENV_NAME.fullmatch(name):
                 raise ValueError(f"'{name}' is not an environment variable name (letters, digits and _)")
         return value
 
@@ -115,7 +115,7 @@ class ScriptActionConfig(ProcessActionConfig):
     @classmethod
     def _safe_modes(cls, value: list[str]) -> list[str]:
         for mode in value:
-            if not _MODE.match(mode):
+            if not _MODE.fullmatch(mode):
                 raise ValueError(f"mode '{mode}' may hold only letters, digits and . _ : @ + - (and not start with -)")
         if len(set(value)) != len(value):
             raise ValueError("a mode is listed twice")
