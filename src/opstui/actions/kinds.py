@@ -106,8 +106,8 @@ class ScriptAction(ProgramAction):
     def __init__(self, config: ScriptActionConfig, settings: ActionsConfig, *, base_dir: Path) -> None:
         super().__init__(config, settings, base_dir=base_dir)
         self.script = config.script
-        self.modes = tuple(config.modes) + tuple(config.modes_with_value)
         self.modes_with_value = tuple(config.modes_with_value)
+        self.modes = tuple(config.modes) + self.modes_with_value
 
     def parameters(self) -> tuple[Parameter, ...]:
         mode = Parameter("mode", "the mode to run the script in", choices=self.modes)
@@ -117,8 +117,7 @@ class ScriptAction(ProgramAction):
         return mode, Parameter("value", value_help, when=("mode", self.modes_with_value))
 
     def describe(self) -> tuple[str, ...]:
-        choices = [*self.modes[: len(self.modes) - len(self.modes_with_value)]]
-        choices += [f"{mode} VALUE" for mode in self.modes_with_value]
+        choices = [f"{mode} VALUE" if mode in self.modes_with_value else mode for mode in self.modes]
         first, *rest = self.shown([self.script])
         return (f"{first} {{{'|'.join(choices)}}}", *rest)
 
