@@ -18,6 +18,8 @@ HEADLESS = [
     "opstui.state",
     "opstui.cli",
     "opstui.demo",
+    "opstui.actions",
+    "opstui.actions.kinds",
 ]
 
 

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Literal
 
 from opstui import __version__
 from opstui.config import Config, load_config
 from opstui.errors import ConfigError, OpsError
 from opstui.redact import redact
+
+if TYPE_CHECKING:
+    from opstui.actions import Confirmation, Plan, Run
+    from opstui.model import Snapshot
 
 DESCRIPTION = """\
 A terminal ops monitor for bots and small backends: process restarts, queue depth, memory, the leader
@@ -28,6 +34,8 @@ examples:
   opstui demo                    see every pane live against a small simulated backend
   opstui check --json | jq .     one pass over every source, for scripts and cron
   opstui daemon                  alerts and reports, no UI (run it under systemd or PM2)
+  opstui action run recovery --arg mode=soft
+                                 run a recovery action (asks first; --yes for scripts)
   opstui config check opstui.toml"""
 
 
@@ -104,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--headless", action="store_true", help="run the daemon instead of the TUI")
     demo.set_defaults(handler=cmd_demo)
+    _add_action_commands(commands, Commands)
     return parser
 
 
@@ -180,6 +189,181 @@ def cmd_demo(args: argparse.Namespace) -> int:
         from opstui.tui import run_tui
 
         return run_tui(config, theme=args.theme, demo=world.root)
+
+
+# --- actions and the audit log (opstui.actions) ---------------------------------------------------------------
+
+ACTION_RUN_EPILOG = """\
+An action that asks for confirmation shows exactly what will run and asks y/N on a terminal; without a
+terminal (a script, cron) it is refused unless --yes is given. A dangerous action needs its name typed at
+the prompt, or given in advance with --confirm NAME: --yes alone never runs it, so a habit or a copied
+command line cannot run the wrong dangerous thing.
+
+exit status: the action's own exit status; 124 timed out; 130 interrupted; 1 failed or declined;
+2 refused (read-only, not confirmed, already running, bad arguments)."""
+
+
+def _add_action_commands(commands: argparse._SubParsersAction, parsers: type) -> None:  # type: ignore[type-arg]
+    action = commands.add_parser(
+        "action", help="list or run recovery actions", description="List or run the actions the config defines."
+    )
+    action.register("action", "parsers", parsers)
+    action_commands = action.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    listing = action_commands.add_parser("list", help="each action, and what it would run (secrets masked)")
+    listing.add_argument("--json", action="store_true", help="print JSON instead of text")
+    listing.set_defaults(handler=cmd_action_list)
+    run = action_commands.add_parser(
+        "run",
+        help="run an action, streaming its output",
+        description="Run an action and stream its output; exit with its exit status.",
+        epilog=ACTION_RUN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("name", metavar="NAME", help="the action (see `opstui action list`)")
+    run.add_argument(
+        "--arg",
+        metavar="FIELD=VALUE",
+        action="append",
+        default=[],
+        help="a row field (process.name=worker) or a parameter (mode=soft); repeatable",
+    )
+    run.add_argument("--yes", "-y", action="store_true", help="confirm without asking (not enough if dangerous)")
+    run.add_argument("--confirm", metavar="NAME", help="confirm a dangerous action by giving its name")
+    run.set_defaults(handler=cmd_action_run)
+
+    audit = commands.add_parser(
+        "audit",
+        help="every action run or refused: who, what, when, result",
+        description="Show the audit log of actions: runs, refusals and confirmations, newest last.",
+    )
+    audit.add_argument("--limit", "-n", type=int, default=20, metavar="N", help="how many entries (default 20)")
+    audit.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    audit.set_defaults(handler=cmd_audit)
+
+
+def cmd_action_list(args: argparse.Namespace) -> int:
+    from opstui.actions import listing
+    from opstui.actions.kinds import configured_actions
+
+    config = _config(args)
+    render = listing.render_json if args.json else listing.render_text
+    print(render(configured_actions(config), read_only=config.general.read_only))
+    return 0
+
+
+def cmd_action_run(args: argparse.Namespace) -> int:
+    from opstui.actions import Actions, Actor
+    from opstui.errors import ActionError
+    from opstui.state import StateStore
+
+    config = _config(args)
+    pairs: dict[str, str] = {}
+    for item in args.arg:
+        field, sep, value = item.partition("=")
+        if not sep or not field:
+            raise ActionError(f"--arg takes FIELD=VALUE (process.name=worker, mode=soft); got {item!r}")
+        pairs[field.strip()] = value
+    snapshot: Snapshot | None = None
+    actions = Actions.from_config(config, store=StateStore.in_dir(config.state_dir()), snapshot=lambda: snapshot)
+    actor = Actor.local("cli")
+    with asyncio.Runner() as runner:
+        if any("." in field for field in pairs):  # a row is named: find it in a fresh read of the sources
+            snapshot = runner.run(_read_sources(config))
+        try:
+            plan = runner.run(actions.plan(args.name, actor=actor, args=pairs))
+        except ActionError as exc:
+            raise ActionError(f"refused: {exc}") from None
+        print(f"{plan.action.name} will run:", *(f"  {line}" for line in plan.shown), sep="\n", file=sys.stderr)
+        try:
+            confirmation = _ask(plan, args)
+        except (KeyboardInterrupt, EOFError):
+            print(file=sys.stderr)
+            runner.run(actions.decline(plan, "interrupted at the prompt"))
+            return 130
+        if confirmation is False:
+            runner.run(actions.decline(plan, "answered no at the prompt"))
+            print("not run", file=sys.stderr)
+            return 1
+        try:
+            run = runner.run(actions.start(plan, confirmation))
+        except ActionError as exc:
+            hint = _confirmation_hint(plan, args) if confirmation is None else None
+            raise ActionError(f"refused: {exc}" + (f"\n{hint}" if hint else "")) from None
+        return runner.run(_follow(run))
+
+
+def _ask(plan: Plan, args: argparse.Namespace) -> Confirmation | Literal[False] | None:
+    """The confirmation the plan needs, from the flags or the terminal; None if there is none to give; False: no."""
+    required = plan.requirement
+    if required.kind == "none":
+        return None
+    if args.confirm is not None:
+        return plan.confirmation("--confirm NAME", typed=args.confirm)
+    if required.kind == "confirm" and args.yes:
+        return plan.confirmation("--yes")
+    if not sys.stdin.isatty() or args.yes:  # --yes with a dangerous action: refused, with the hint
+        return None
+    if required.kind == "typed":
+        print(f"{plan.action.name} is dangerous.", file=sys.stderr)
+        typed = input(f"Type its name ({required.phrase}) to run it, or press Enter to cancel: ")
+        return plan.confirmation("typed the name at the prompt", typed=typed) if typed.strip() else False
+    answer = input("Run it? [y/N] ").strip().lower()
+    return plan.confirmation("answered y at the prompt") if answer in ("y", "yes") else False
+
+
+def _confirmation_hint(plan: Plan, args: argparse.Namespace) -> str | None:
+    if plan.requirement.kind == "typed":
+        return f"it is dangerous: --yes is not enough; pass --confirm {plan.requirement.phrase} to run it"
+    if plan.requirement.kind == "confirm" and not args.yes:
+        return "no terminal to ask on: pass --yes to confirm"
+    return None
+
+
+async def _read_sources(config: Config) -> Snapshot:
+    from opstui.engine import build_engine
+
+    engine = build_engine(config)
+    try:
+        return await engine.collect_once()
+    finally:
+        await engine.stop()
+
+
+async def _follow(run: Run) -> int:
+    """Print the run's output as it comes (its stdout on ours, the rest on stderr); its exit status."""
+    try:
+        async for line in run.follow():
+            if line.stream == "out":
+                print(line.text, flush=True)
+            else:
+                print(("opstui: " if line.stream == "info" else "") + line.text, file=sys.stderr, flush=True)
+    except asyncio.CancelledError:  # Ctrl+C: stop the action's whole process group, and record it
+        run.cancel("interrupted with Ctrl+C")
+    result = await run.wait()
+    print(f"{run.name}: {result.summary}", file=sys.stderr)
+    if result.result == "ok":
+        return 0
+    if result.result == "timeout":
+        return 124
+    if result.result == "cancelled":
+        return 130
+    if result.exit_status is not None:
+        return result.exit_status if result.exit_status > 0 else 128 - result.exit_status
+    return 1
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from opstui.actions.audit import AuditLog, render_json, render_text
+    from opstui.errors import StateError
+    from opstui.state import StateStore
+
+    config = _config(args)
+    log = AuditLog(StateStore.in_dir(config.state_dir()), keep=config.actions.audit_keep)
+    with contextlib.suppress(StateError):  # tidying is a courtesy; reading must work on a read-only disk too
+        log.tidy()
+    entries = log.recent(args.limit)
+    print(render_json(entries) if args.json else render_text(entries, timezone=config.general.timezone))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -29,6 +29,33 @@ MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     CREATE INDEX samples_ts ON samples (ts);
     """,
+    # The action audit log (opstui.actions.audit): every run, refusal and confirmation. Self-contained, so it
+    # may sit before or after any other feature's migration.
+    """
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        ts REAL NOT NULL,
+        actor TEXT NOT NULL,
+        actor_kind TEXT NOT NULL,
+        actor_id TEXT NOT NULL,
+        action TEXT NOT NULL,
+        kind TEXT,
+        target TEXT,
+        args TEXT NOT NULL DEFAULT '[]',
+        confirmation TEXT,
+        result TEXT NOT NULL,
+        reason TEXT,
+        exit_status INTEGER,
+        duration REAL,
+        output TEXT NOT NULL DEFAULT '[]',
+        exclusive TEXT,
+        host TEXT,
+        pid INTEGER,
+        deadline REAL
+    );
+    CREATE INDEX audit_ts ON audit (ts);
+    CREATE INDEX audit_running ON audit (exclusive) WHERE result = 'running';
+    """,
 ]
 
 DB_NAME = "state.db"

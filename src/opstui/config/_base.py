@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args, get_origin
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer
 
@@ -40,7 +40,8 @@ SecretUrl = Annotated[str, SECRET_URL]
 
 
 def iter_secrets(model: BaseModel) -> Iterator[str]:
-    """Every secret value in a loaded config: whole secret fields, and the passwords inside URL fields."""
+    """Every secret value in a loaded config: whole secret fields, the values of `dict[str, Secret]` fields
+    (an action's environment, an endpoint's headers), and the passwords inside URL fields."""
     from urllib.parse import urlsplit
 
     for name, field in type(model).model_fields.items():
@@ -48,6 +49,8 @@ def iter_secrets(model: BaseModel) -> Iterator[str]:
         marks = field.metadata
         if any(isinstance(m, _SecretMark) for m in marks) and isinstance(value, str):
             yield value
+        elif _is_secret_map(field.annotation) and isinstance(value, dict):
+            yield from (v for v in value.values() if isinstance(v, str))
         elif any(isinstance(m, _SecretUrlMark) for m in marks) and isinstance(value, str):
             try:
                 password = urlsplit(value).password
@@ -56,6 +59,11 @@ def iter_secrets(model: BaseModel) -> Iterator[str]:
             if password:
                 yield password
         yield from _iter_nested(value)
+
+
+def _is_secret_map(annotation: Any) -> bool:
+    args = get_args(annotation)
+    return get_origin(annotation) is dict and len(args) == 2 and SECRET in get_args(args[1])[1:]
 
 
 def _iter_nested(value: Any) -> Iterator[str]:
