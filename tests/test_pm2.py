@@ -16,9 +16,9 @@ from pathlib import Path
 import psutil
 import pytest
 
+from conftest import EngineFor
 from opstui.check import render_json, render_text
 from opstui.config import load_config
-from opstui.engine import Engine
 from opstui.errors import ActionError
 from opstui.model import ProcessInfo, Snapshot
 from opstui.sources import build_sources
@@ -81,13 +81,13 @@ def named(snapshot: Snapshot, name: str) -> ProcessInfo | None:
     return next((p for p in snapshot.processes if p.name == name), None)
 
 
-async def test_every_figure_equals_what_pm2_says(pm2: PM2Sandbox) -> None:
+async def test_every_figure_equals_what_pm2_says(pm2: PM2Sandbox, engine_for: EngineFor) -> None:
     pm2.start(pm2.app("api", STEADY), "api")
     pm2.start(pm2.app("web", STEADY), "web", "-i", "2")
     pm2.run("restart", "web")  # a restart_time of 1 for each web instance
     settled(pm2)
     source = PM2Source(home=pm2.home, interval=5, timeout=4)
-    engine = Engine([source], instance="t")
+    engine = engine_for(source)
     try:
         snap = await engine.collect_once()
     finally:
@@ -110,11 +110,11 @@ async def test_every_figure_equals_what_pm2_says(pm2: PM2Sandbox) -> None:
     assert [p.restarts_total for p in snap.processes if p.name == "web"] == [1, 1]
 
 
-async def test_a_crash_loop_is_pushed_crash_by_crash_between_polls(pm2: PM2Sandbox) -> None:
+async def test_a_crash_loop_is_pushed_crash_by_crash_between_polls(pm2: PM2Sandbox, engine_for: EngineFor) -> None:
     pm2.start(pm2.app("steady", STEADY), "steady")
     # A poll interval of an hour: anything seen after the first read arrived through pub.sock.
     source = PM2Source(home=pm2.home, interval=3600, timeout=4)
-    engine = Engine([source], instance="t")
+    engine = engine_for(source)
     published: list[Snapshot] = []
     engine.subscribe(published.append)
     await engine.start()
@@ -145,7 +145,9 @@ async def test_a_crash_loop_is_pushed_crash_by_crash_between_polls(pm2: PM2Sandb
     assert tail.path == str(pm2.home / "logs" / "crasher-error.log")
 
 
-async def test_the_apps_secrets_appear_nowhere(pm2: PM2Sandbox, caplog: pytest.LogCaptureFixture) -> None:
+async def test_the_apps_secrets_appear_nowhere(
+    pm2: PM2Sandbox, caplog: pytest.LogCaptureFixture, engine_for: EngineFor
+) -> None:
     caplog.set_level(logging.DEBUG)
     script = pm2.app("bot", STEADY)
     pm2.start(
@@ -153,7 +155,7 @@ async def test_the_apps_secrets_appear_nowhere(pm2: PM2Sandbox, caplog: pytest.L
     )
     assert SECRET in pm2.run("jlist").stdout, "PM2 itself does keep the secrets: the test would prove nothing"
     source = PM2Source(home=pm2.home, interval=3600, timeout=4)
-    engine = Engine([source], instance="t")
+    engine = engine_for(source)
     published: list[Snapshot] = []
     engine.subscribe(published.append)
     await engine.start()
@@ -170,7 +172,7 @@ async def test_the_apps_secrets_appear_nowhere(pm2: PM2Sandbox, caplog: pytest.L
     fallback = PM2Source(
         home=pm2.home, interval=5, timeout=4, command=str(pm2.pm2), rpc_socket=pm2.home / "missing.sock"
     )
-    via_jlist = await Engine([fallback], instance="t").collect_once()
+    via_jlist = await engine_for(fallback).collect_once()
     assert fallback.detail is not None and fallback.detail.startswith("pm2 jlist (fallback")
     everything = [
         *(repr(s) for s in published),
@@ -185,10 +187,12 @@ async def test_the_apps_secrets_appear_nowhere(pm2: PM2Sandbox, caplog: pytest.L
     assert named(via_jlist, "bot") is not None and named(via_jlist, "bot").status == "online"  # type: ignore[union-attr]
 
 
-async def test_daemon_stopped_is_a_clear_error_nothing_starts_one_and_the_list_comes_back(pm2: PM2Sandbox) -> None:
+async def test_daemon_stopped_is_a_clear_error_nothing_starts_one_and_the_list_comes_back(
+    pm2: PM2Sandbox, engine_for: EngineFor
+) -> None:
     pm2.start(pm2.app("api", STEADY), "api")
     source = PM2Source(home=pm2.home, interval=3600, timeout=4)
-    engine = Engine([source], instance="t")
+    engine = engine_for(source)
     await engine.start()
     try:
         await wait_for(lambda: source.detail == "rpc.sock, pub.sock events")
@@ -211,10 +215,12 @@ async def test_daemon_stopped_is_a_clear_error_nothing_starts_one_and_the_list_c
         await engine.stop()
 
 
-async def test_a_daemon_that_died_leaves_a_stale_socket_and_the_last_list_stays(pm2: PM2Sandbox) -> None:
+async def test_a_daemon_that_died_leaves_a_stale_socket_and_the_last_list_stays(
+    pm2: PM2Sandbox, engine_for: EngineFor
+) -> None:
     pm2.start(pm2.app("api", STEADY), "api")
     source = PM2Source(home=pm2.home, interval=3600, timeout=4)
-    engine = Engine([source], instance="t")
+    engine = engine_for(source)
     await engine.start()
     try:
         await wait_for(lambda: source.detail == "rpc.sock, pub.sock events")
@@ -258,12 +264,14 @@ class GarbageServer:
         self.sock.close()
 
 
-async def test_a_socket_speaking_garbage_falls_back_to_pm2_jlist_and_says_so(pm2: PM2Sandbox) -> None:
+async def test_a_socket_speaking_garbage_falls_back_to_pm2_jlist_and_says_so(
+    pm2: PM2Sandbox, engine_for: EngineFor
+) -> None:
     pm2.start(pm2.app("api", STEADY), "api")
     garbage = GarbageServer(pm2.home / "garbage.sock")
     try:
         source = PM2Source(home=pm2.home, interval=5, timeout=4, command=str(pm2.pm2), rpc_socket=garbage.path)
-        snap = await Engine([source], instance="t").collect_once()
+        snap = await engine_for(source).collect_once()
     finally:
         garbage.close()
     assert snap.sources["pm2"].ok
@@ -273,7 +281,7 @@ async def test_a_socket_speaking_garbage_falls_back_to_pm2_jlist_and_says_so(pm2
     truth = jlist(pm2)["api"]
     assert (api.status, api.pid, api.restarts_total) == ("online", truth["pid"], truth["pm2_env"]["restart_time"])
     without = PM2Source(home=pm2.home, interval=5, timeout=4, fallback=False, rpc_socket=pm2.home / "garbage.sock")
-    assert not (await Engine([without], instance="t").collect_once()).sources["pm2"].ok
+    assert not (await engine_for(without).collect_once()).sources["pm2"].ok
 
 
 def test_jlist_output_is_read_after_the_banner_pm2_prints_on_its_first_run(pm2: PM2Sandbox) -> None:
@@ -306,11 +314,11 @@ async def test_client_restarts_stops_and_starts_by_name_as_the_cli_does(pm2: PM2
         await client.close()
 
 
-async def test_config_builds_a_pm2_source_per_home(pm2: PM2Sandbox, write_config) -> None:  # type: ignore[no-untyped-def]
+async def test_config_builds_a_pm2_source_per_home(pm2: PM2Sandbox, write_config, engine_for: EngineFor) -> None:  # type: ignore[no-untyped-def]
     pm2.start(pm2.app("api", STEADY), "api")
     config = load_config(write_config(f'[[pm2]]\nhome = "{pm2.home}"\nerror_log_lines = 5\n'))
     (source,) = [s for s in build_sources(config) if s.kind == "pm2"]
-    snap = await Engine([source], instance="t").collect_once()
+    snap = await engine_for(source).collect_once()
     assert [p.name for p in snap.processes] == ["api"]
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import EngineFor
 from opstui.config import load_config
-from opstui.engine import Engine
 from opstui.sources import build_sources
 from opstui.sources.systemd import PROPERTIES, SystemdSource
 
@@ -47,9 +47,11 @@ def systemctl(tmp_path: Path) -> FakeSystemctl:
     return FakeSystemctl(tmp_path)
 
 
-async def test_units_are_read_with_one_systemctl_call_and_shown_as_systemd_says(systemctl: FakeSystemctl) -> None:
+async def test_units_are_read_with_one_systemctl_call_and_shown_as_systemd_says(
+    systemctl: FakeSystemctl, engine_for: EngineFor
+) -> None:
     source = SystemdSource(units=UNITS, interval=5, timeout=3, command=[str(systemctl.path)])
-    engine = Engine([source], instance="t")
+    engine = engine_for(source)
     systemctl.play("1-running.txt")
     snap = await engine.collect_once()
     procs = {p.name: p for p in snap.processes}
@@ -66,9 +68,11 @@ async def test_units_are_read_with_one_systemctl_call_and_shown_as_systemd_says(
     assert call == ["show", "--property=" + ",".join(PROPERTIES), "--", *UNITS]
 
 
-async def test_a_crash_loop_shows_and_restarts_keep_counting_after_a_manual_restart(systemctl: FakeSystemctl) -> None:
+async def test_a_crash_loop_shows_and_restarts_keep_counting_after_a_manual_restart(
+    systemctl: FakeSystemctl, engine_for: EngineFor
+) -> None:
     source = SystemdSource(units=UNITS, interval=5, timeout=3, command=[str(systemctl.path)])
-    engine = Engine([source], instance="t")
+    engine = engine_for(source)
     seen = []
     for recording in ("1-running.txt", "2-auto-restart.txt", "3-restarted.txt", "4-manual-restart.txt"):
         systemctl.play(recording)
@@ -87,9 +91,11 @@ async def test_a_crash_loop_shows_and_restarts_keep_counting_after_a_manual_rest
     assert len(systemctl.argv()) == 4, "one systemctl call per tick, whatever the number of units"
 
 
-async def test_systemctl_failing_is_a_clear_error_and_the_source_recovers(systemctl: FakeSystemctl) -> None:
+async def test_systemctl_failing_is_a_clear_error_and_the_source_recovers(
+    systemctl: FakeSystemctl, engine_for: EngineFor
+) -> None:
     source = SystemdSource(units=UNITS, interval=5, timeout=3, command=[str(systemctl.path)])
-    engine = Engine([source], instance="t")
+    engine = engine_for(source)
     systemctl.play("1-running.txt")
     await engine.collect_once()
     systemctl.status.write_text("1")
@@ -102,20 +108,20 @@ async def test_systemctl_failing_is_a_clear_error_and_the_source_recovers(system
     assert (await engine.collect_once()).sources["systemd"].ok
 
 
-async def test_no_systemctl_at_all(tmp_path: Path) -> None:
+async def test_no_systemctl_at_all(tmp_path: Path, engine_for: EngineFor) -> None:
     source = SystemdSource(units=UNITS, interval=5, timeout=3, command=[str(tmp_path / "systemctl")])
-    snap = await Engine([source], instance="t").collect_once()
+    snap = await engine_for(source).collect_once()
     assert snap.sources["systemd"].error == (f"{tmp_path / 'systemctl'} not found on PATH: does this host run systemd?")
 
 
 async def test_config_builds_a_systemd_source_that_finds_systemctl_on_path(
-    systemctl: FakeSystemctl, write_config, monkeypatch: pytest.MonkeyPatch
+    systemctl: FakeSystemctl, write_config, monkeypatch: pytest.MonkeyPatch, engine_for: EngineFor
 ) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("PATH", f"{systemctl.path.parent}:{Path('/usr/bin')}:{Path('/bin')}")
     systemctl.play("1-running.txt")
     config = load_config(write_config('[[systemd]]\nunits = ["bot.service"]\nuser = true\ninterval = "10s"\n'))
     (source,) = [s for s in build_sources(config) if s.kind == "systemd"]
     assert source.interval == 10
-    snap = await Engine([source], instance="t").collect_once()
+    snap = await engine_for(source).collect_once()
     assert [p.status for p in snap.processes] == ["online"]
     assert systemctl.argv()[0][0] == "--user"

@@ -7,6 +7,7 @@ import re
 from collections import deque
 from pathlib import Path
 
+from opstui.errors import SourceUnavailable
 from opstui.model import Facts, LogTail
 from opstui.redact import redact
 from opstui.sources.base import Source
@@ -47,6 +48,8 @@ class LogTailer:
         """
         if not self.path.exists():
             return False
+        if not self.path.is_file():
+            raise SourceUnavailable(f"{self.path} is not a file")
         if not self._primed:
             # Position at the end first, then read the history: a line written in between may show twice,
             # which beats an error line never shown at all.
