@@ -3,82 +3,20 @@
 from __future__ import annotations
 
 import calendar
-import json
 import socket
-import socketserver
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 
 from conftest import EngineFor
+from docker_replay import RECORDINGS, FakeEngine, recorded
 from opstui.check import render_json
 from opstui.config import load_config
 from opstui.sources import build_sources
 from opstui.sources.docker import DockerSource
 
-RECORDINGS = Path(__file__).parent / "recordings" / "docker"
 SECRET = "s3cr3t-VALUE-not-real-d0ck"
-IDS = {"api": "a1b2c3d4e5f6", "cache": "c4c4c4c4c4c4", "worker": "b2b2b2b2b2b2", "batch": "d3d3d3d3d3d3"}
-
-
-def recorded(name: str) -> Any:
-    return json.loads((RECORDINGS / name).read_text())
-
-
-class FakeEngine:
-    """An HTTP server on a unix socket answering the Engine API paths opstui asks, from recordings."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.answers: dict[str, tuple[int, bytes]] = {}
-        self.requests: list[str] = []
-        self.answer("/containers/json", recorded("containers.json"))
-        for name, short in IDS.items():
-            full = next(c["Id"] for c in recorded("containers.json") if c["Names"] == [f"/{name}"])
-            assert full.startswith(short)
-            self.answer(f"/containers/{full}/json", recorded(f"inspect-{name}.json"))
-        self.answer(f"/containers/{self.id('api')}/stats", recorded("stats-api-1.json"))
-        self.answer(f"/containers/{self.id('cache')}/stats", recorded("stats-cache.json"))
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:
-                fake.requests.append(self.path)
-                status, body = fake.answers.get(urlsplit(self.path).path, (404, b'{"message":"No such container"}'))
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def address_string(self) -> str:
-                return "unix"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
-        class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-            daemon_threads = True
-
-        self.server = Server(str(path), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def id(self, name: str) -> str:
-        return next(c["Id"] for c in recorded("containers.json") if c["Names"] == [f"/{name}"])
-
-    def answer(self, path: str, value: Any, status: int = 200) -> None:
-        self.answers[path] = (status, value if isinstance(value, bytes) else json.dumps(value).encode())
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture

@@ -81,7 +81,7 @@ class PM2Process:
         if not isinstance(pm_id, int) or not isinstance(name, str):
             return None
         uptime = env.get("pm_uptime")
-        memory = monit.get("memory")
+        memory, cpu = monit.get("memory"), monit.get("cpu")
         return cls(
             pm_id=pm_id,
             name=name,
@@ -90,7 +90,7 @@ class PM2Process:
             restart_time=env.get("restart_time"),
             started_at=uptime / 1000.0 if uptime else None,
             memory=int(memory) if memory is not None else None,
-            cpu=monit.get("cpu"),
+            cpu=float(cpu) if cpu is not None else None,
             err_log=env.get("pm_err_log_path"),
             out_log=env.get("pm_out_log_path"),
             cluster=env.get("exec_mode") == "cluster_mode",
