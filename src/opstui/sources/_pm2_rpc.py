@@ -34,6 +34,10 @@ class PM2Unavailable(SourceUnavailable):
     """No daemon answers on the socket: missing (ENOENT), refused (stale), not ours (EACCES), or gone (EOF)."""
 
 
+class PM2NotPermitted(PM2Unavailable):
+    """The sockets belong to the user PM2 runs as (mode 775): running `pm2 jlist` as ourselves would not help."""
+
+
 class PM2ProtocolError(SourceError):
     """The socket answered with bytes that are not PM2's protocol."""
 
@@ -211,6 +215,8 @@ class RpcConnection:
     async def connect(self) -> None:
         try:
             reader, self._writer = await asyncio.open_unix_connection(str(self.path))
+        except PermissionError as exc:
+            raise PM2NotPermitted(describe_connect_error(exc, self.path)) from None
         except OSError as exc:
             raise PM2Unavailable(describe_connect_error(exc, self.path)) from None
         self._reader_task = asyncio.create_task(self._read(reader), name=f"pm2 rpc {self.path}")

@@ -26,6 +26,7 @@ from opstui.sources._command import last_line, run_command
 from opstui.sources._pm2_rpc import (
     READ_CHUNK,
     AmpParser,
+    PM2NotPermitted,
     PM2ProtocolError,
     PM2Unavailable,
     RpcConnection,
@@ -247,7 +248,7 @@ class PM2Source(Source):
             processes = await self.client.processes()
             self.detail = "rpc.sock" + (", pub.sock events" if self._events_connected else "")
         except SourceError as exc:
-            if not allow_fallback or daemon_pid(self.home) is None or "permission denied" in str(exc):
+            if not allow_fallback or isinstance(exc, PM2NotPermitted) or daemon_pid(self.home) is None:
                 raise
             processes = await self._jlist()
             self.detail = f"pm2 jlist (fallback: {exc})"
@@ -323,7 +324,7 @@ class PM2Source(Source):
                 await asyncio.sleep(delay)
                 delay = min(cap, delay * growth)
                 continue
-            delay = first
+            connected_at = time.monotonic()
             self._events_connected = True
             self._notice_change()  # events were missed while disconnected: read the whole list again
             parser = AmpParser()
@@ -337,6 +338,12 @@ class PM2Source(Source):
             finally:
                 self._events_connected = False
                 writer.close()
+            # Back off after every disconnect too, so a socket that accepts and hangs up at once is no busy loop;
+            # a connection that lasted starts the next round of attempts afresh.
+            if time.monotonic() - connected_at > cap:
+                delay = first
+            await asyncio.sleep(delay)
+            delay = min(cap, delay * growth)
 
     def _notice_change(self) -> None:
         if self._changed is not None:
