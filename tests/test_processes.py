@@ -81,8 +81,11 @@ async def test_a_new_pid_is_a_restart_and_a_crash_loop_stands_out(spawn: Spawner
     for _ in range(4):
         proc = spawn.run(marker)
         seen.append(by_name(await engine.collect_once())["crasher"])
-        proc.kill()
-        proc.wait()
+        proc.kill()  # and not reaped yet: a zombie has exited, it is not the process to report
+        deadline = time.monotonic() + 5
+        while psutil.Process(proc.pid).status() != psutil.STATUS_ZOMBIE:
+            assert time.monotonic() < deadline, "the killed process did not exit"
+            await asyncio.sleep(0.01)
         seen.append(by_name(await engine.collect_once())["crasher"])
     assert [p.status for p in seen[:2]] == ["online", "missing"]
     assert [p.restarts_total for p in seen] == [0, 0, 1, 1, 2, 2, 3, 3]

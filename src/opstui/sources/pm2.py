@@ -1,10 +1,10 @@
 """PM2 processes from the daemon's own sockets: rpc.sock on one kept connection, pub.sock events pushed as they happen.
 
-Spawning `pm2 jlist` every tick costs about 0.25 s of CPU and 58 MB; `getMonitorData` on a kept connection answers
-in about a millisecond. A crash shows up on `pub.sock` within milliseconds, and the source pushes fresh facts to
-the engine at once instead of waiting for the next poll. `pm2 jlist` is the fallback when the socket cannot be
-used while the daemon runs. PM2 puts the app's whole environment into every process record: only an allow-list
-of PM2's own fields is ever parsed (see `_pm2_rpc`).
+Spawning `pm2 jlist` every tick costs about 0.15 s of CPU and a 60 MiB node process; `getMonitorData` on a kept
+connection answers in a few milliseconds (docs/performance.md). A crash shows up on `pub.sock` within milliseconds,
+and the source pushes fresh facts to the engine at once instead of waiting for the next poll. `pm2 jlist` is the
+fallback when the socket cannot be used while the daemon runs. PM2 puts the app's whole environment into every
+process record: only an allow-list of PM2's own fields is ever parsed (see `_pm2_rpc`).
 """
 
 from __future__ import annotations
@@ -250,7 +250,10 @@ class PM2Source(Source):
         except SourceError as exc:
             if not allow_fallback or isinstance(exc, PM2NotPermitted) or daemon_pid(self.home) is None:
                 raise
-            processes = await self._jlist()
+            try:
+                processes = await self._jlist()
+            except SourceError as failed:
+                raise SourceUnavailable(f"{exc}; the fallback failed too: {failed}") from None
             self.detail = f"pm2 jlist (fallback: {exc})"
         return await self._facts(processes)
 

@@ -90,8 +90,8 @@ class ProcessesSource(Source):
         except FileNotFoundError:
             problems.append(f"{path} does not exist")
             return None
-        except PermissionError:
-            problems.append(f"permission denied reading {path}")
+        except OSError as exc:
+            problems.append(f"cannot read {path}: {exc.strerror}")
             return None
         if pid is None:
             problems.append(f"{path} does not hold a PID")
@@ -159,12 +159,13 @@ def _read_pid(path: Path) -> int | None:
 
 
 def _sweep() -> list[_Candidate]:
-    """Every process of the host but opstui itself: PID, parent, start time, name and command line."""
+    """Every live process of the host but opstui itself: PID, parent, start time, name and command line."""
     me = os.getpid()
     found = []
-    for proc in psutil.process_iter(["ppid", "create_time", "name", "cmdline"]):
+    for proc in psutil.process_iter(["ppid", "create_time", "name", "cmdline", "status"]):
         info = proc.info
-        if proc.pid == me or info.get("create_time") is None:
+        # A zombie has exited (its parent has not reaped it yet): the process that replaced it is the one to find.
+        if proc.pid == me or info.get("create_time") is None or info.get("status") == psutil.STATUS_ZOMBIE:
             continue
         argv = info.get("cmdline") or []
         found.append(
