@@ -6,12 +6,16 @@ import itertools
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from opstui.demo.servers import EmbeddedPostgres, EmbeddedRedis
+
+if TYPE_CHECKING:
+    from opstui.engine import Engine
 
 
 @pytest.fixture(autouse=True)
@@ -80,3 +84,26 @@ def write_config(tmp_path: Path):  # type: ignore[no-untyped-def]
         return path
 
     return write
+
+
+# --- Process sources (PM2, systemd, Docker, processes, logs, checks) ---------------------------------------
+
+
+@pytest.fixture
+async def engine_for():  # type: ignore[no-untyped-def]
+    """`engine_for(*sources)`: an engine over the sources, stopped (and its sources closed) after the test."""
+    from opstui.engine import Engine
+
+    engines: list[Engine] = []
+
+    def make(*sources):  # type: ignore[no-untyped-def]
+        engine = Engine(list(sources), instance="t")
+        engines.append(engine)
+        return engine
+
+    yield make
+    for engine in engines:
+        await engine.stop()
+
+
+EngineFor = Callable[..., "Engine"]

@@ -207,3 +207,46 @@ async def test_processors_enrich_the_snapshot_before_subscribers_see_it() -> Non
     engine.subscribe(seen.append)
     await engine.collect_once()
     assert seen[-1].instance == "processed"
+
+
+class Pushes(Source):
+    """Polls rarely; `push` delivers a changed depth between polls, as PM2's event socket does."""
+
+    kind = "test"
+
+    def __init__(self) -> None:
+        super().__init__("pushes", interval=3600, timeout=1.0)
+
+    async def collect(self) -> Facts:
+        return self.facts(1)
+
+    def facts(self, depth: int) -> Facts:
+        return Facts(queues=(QueueInfo(key="p/q", name="q", kind="list", depth=depth, source=self.name),))
+
+    def push(self, depth: int) -> None:
+        if self.on_update is not None:
+            self.on_update(self.facts(depth))
+
+
+async def test_a_source_pushes_facts_between_polls_while_the_engine_runs() -> None:
+    source = Pushes()
+    engine = Engine([source], instance="t")
+    seen: list[int] = []
+    engine.subscribe(lambda snap: seen.extend(q.depth for q in snap.queues))
+    assert source.on_update is None, "a source has no push hook outside a running engine"
+    await engine.start()
+    try:
+        await wait_for(lambda: seen == [1])
+        source.push(7)
+        await wait_for(lambda: seen == [1, 7])
+        assert engine.snapshot.sources["pushes"].ok
+    finally:
+        await engine.stop()
+    assert source.on_update is None, "a stopped engine takes no more pushes"
+
+
+async def test_a_one_shot_check_gives_no_push_hook() -> None:
+    source = Pushes()
+    snapshot = await Engine([source], instance="t").collect_once()
+    assert [q.depth for q in snapshot.queues] == [1]
+    assert source.on_update is None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -119,6 +120,7 @@ class Engine:
         scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop(), timezone="UTC")
         now = datetime.now(tz=scheduler.timezone)
         for source in self.sources:
+            source.on_update = functools.partial(self._pushed, source)
             scheduler.add_job(
                 self.run_source,
                 IntervalTrigger(seconds=source.interval),
@@ -133,11 +135,17 @@ class Engine:
         scheduler.start()
         self.scheduler = scheduler
 
+    def _pushed(self, source: Source, facts: Facts) -> None:
+        """Facts a source delivered between polls (see `Source.on_update`)."""
+        self.record(source, facts, None)
+
     async def stop(self) -> None:
         """Stop scheduling, cancel collections under way and close every source."""
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
             self.scheduler = None
+        for source in self.sources:
+            source.on_update = None
         for task in list(self._running):
             task.cancel()
         if self._running:

@@ -13,6 +13,7 @@ from opstui.config._base import Duration, Secret, SecretUrl, Section, iter_secre
 from opstui.config._load import discover, interpolate, read_toml, validate
 from opstui.config.actions import ActionsConfig
 from opstui.config.core import GeneralConfig, HostConfig, TuiConfig
+from opstui.config.processes import BackupList, DockerList, EnvList, LogList, PM2List, ProcessesConfig, SystemdList
 from opstui.errors import ConfigError
 from opstui.redact import redact, register_secret
 
@@ -33,6 +34,14 @@ class Config(Section):
     general: GeneralConfig = Field(default_factory=GeneralConfig)
     host: HostConfig = Field(default_factory=HostConfig)
     tui: TuiConfig = Field(default_factory=TuiConfig)
+    # Processes and what surrounds them (config/processes.py).
+    pm2: PM2List = Field(default_factory=list)
+    systemd: SystemdList = Field(default_factory=list)
+    docker: DockerList = Field(default_factory=list)
+    processes: ProcessesConfig = Field(default_factory=ProcessesConfig)
+    logs: LogList = Field(default_factory=list)
+    backups: BackupList = Field(default_factory=list)
+    env: EnvList = Field(default_factory=list)
     # Recovery actions (opstui.actions).
     actions: ActionsConfig = Field(default_factory=ActionsConfig)
 

@@ -7,7 +7,9 @@ deletes the directory; if opstui is killed before it can, the reaper process doe
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -17,7 +19,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from opstui.demo.backend import LOCK_TABLE
+from opstui.demo.backend import LOCK_TABLE, ROLES
 from opstui.demo.servers import (
     EmbeddedPostgres,
     EmbeddedRedis,
@@ -29,7 +31,9 @@ from opstui.demo.servers import (
 
 
 class DemoWorld:
-    def __init__(self) -> None:
+    def __init__(self, *, cycle_start: float = 0.0) -> None:
+        self.cycle_start = cycle_start
+        """Seconds into the backend's two-minute cycle to begin at (28 reaches the worker's crash loop at once)."""
         self.root = Path()
         self.redis: EmbeddedRedis | None = None
         self.postgres: EmbeddedPostgres | None = None
@@ -71,7 +75,7 @@ class DemoWorld:
         self._remember(self.postgres.proc)
         self.postgres.psql(LOCK_TABLE)
         self.http_port = free_port()
-        self.started = time.time()
+        self.started = time.time() - self.cycle_start
         out = (self.logs / "supervisor-out.log").open("ab")
         self.backend = subprocess.Popen(
             [
@@ -127,7 +131,22 @@ state_dir = "{self.root / "state"}"
 [host]
 interval = "2s"
 top_processes = 8
-"""
+{self._processes_config()}"""
+
+    def _processes_config(self) -> str:
+        """The backend's processes, found by command line (its supervisor restarts them as PM2 would), and the
+        error logs of the two that fail."""
+        parts = ['\n[processes]\ninterval = "2s"\n']
+        for role in ROLES:
+            logs = [self.logs / f"{role}-out.log", *([self.logs / f"{role}-error.log"] if role != "api" else [])]
+            pattern = rf"opstui\.demo\.backend {role} --root {re.escape(str(self.root))} "
+            parts.append(
+                f"\n[[processes.watch]]\nname = \"{role}\"\ncmdline = '{pattern}'\n"
+                f"log_files = {json.dumps([str(path) for path in logs])}\n"
+            )
+        for role in ("worker", "batch"):
+            parts.append(f'\n[[logs]]\nname = "{role}"\npath = "{self.logs / f"{role}-error.log"}"\n')
+        return "".join(parts)
 
     def close(self) -> None:
         stop_process(self.backend)

@@ -23,4 +23,86 @@ def build_sources(config: Config) -> list[Source]:
                 interval=config.host.interval, timeout=config.host.timeout, top_processes=config.host.top_processes
             )
         )
+    sources += _process_sources(config)
+    return sources
+
+
+def _process_sources(config: Config) -> list[Source]:
+    """PM2, systemd, Docker, plain processes, error logs, backups and required env vars (config/processes.py)."""
+    sources: list[Source] = []
+    if config.pm2:
+        from opstui.sources.pm2 import PM2Source
+
+        sources += [
+            PM2Source(
+                c.name,
+                home=c.home,
+                interval=c.interval,
+                timeout=c.timeout,
+                events=c.events,
+                fallback=c.fallback,
+                command=c.command,
+                error_log_lines=c.error_log_lines,
+            )
+            for c in config.pm2
+        ]
+    if config.systemd:
+        from opstui.sources.systemd import SystemdSource
+
+        sources += [
+            SystemdSource(c.name, units=c.units, user=c.user, interval=c.interval, timeout=c.timeout)
+            for c in config.systemd
+        ]
+    if config.docker:
+        from opstui.sources.docker import DockerSource
+
+        sources += [
+            DockerSource(c.name, socket=c.socket, containers=c.containers, interval=c.interval, timeout=c.timeout)
+            for c in config.docker
+        ]
+    if config.processes.watch:
+        import re
+
+        from opstui.sources.processes import ProcessesSource, Watched
+
+        watch = [
+            Watched(
+                name=w.name,
+                process_name=w.process_name,
+                cmdline=re.compile(w.cmdline) if w.cmdline is not None else None,
+                pidfile=w.pidfile,
+                log_files=tuple(str(p) for p in w.log_files),
+            )
+            for w in config.processes.watch
+        ]
+        sources.append(
+            ProcessesSource(watch=watch, interval=config.processes.interval, timeout=config.processes.timeout)
+        )
+    if config.logs:
+        from opstui.sources.logs import LogSource
+
+        sources += [
+            LogSource(c.name, path=c.path, lines=c.lines, match=c.match, interval=c.interval, timeout=c.timeout)
+            for c in config.logs
+        ]
+    if config.backups or config.env:
+        from opstui.model import Level
+        from opstui.sources.checks import BackupSource, EnvSource
+
+        sources += [
+            BackupSource(
+                c.name,
+                path=c.path,
+                max_age=c.max_age,
+                min_size=c.min_size,
+                level=Level[c.level.upper()],
+                interval=c.interval,
+                timeout=c.timeout,
+            )
+            for c in config.backups
+        ]
+        sources += [
+            EnvSource(c.name, required=c.required, file=c.file, interval=c.interval, timeout=c.timeout)
+            for c in config.env
+        ]
     return sources

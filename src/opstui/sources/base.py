@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from typing import ClassVar
 
 from opstui.model import Facts
@@ -23,6 +24,9 @@ class Source(abc.ABC):
         self.timeout = timeout
         self.detail: str | None = None
         """How this source is reading right now, when that is worth showing (set by the source)."""
+        self.on_update: Callable[[Facts], None] | None = None
+        """Set by the engine while it runs this source on its schedule: a source that learns of a change between
+        polls (PM2's event socket) calls it with fresh facts. None in one-shot runs (`opstui check`)."""
 
     @abc.abstractmethod
     async def collect(self) -> Facts:
