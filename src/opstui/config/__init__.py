@@ -11,6 +11,7 @@ from pydantic import Field, PrivateAttr
 
 from opstui.config._base import Duration, Secret, SecretUrl, Section, iter_secrets
 from opstui.config._load import discover, interpolate, read_toml, validate
+from opstui.config.alerts import AlertsConfig, ReportConfig, TelegramConfig
 from opstui.config.core import GeneralConfig, HostConfig, TuiConfig
 from opstui.errors import ConfigError
 from opstui.redact import redact, register_secret
@@ -32,6 +33,10 @@ class Config(Section):
     general: GeneralConfig = Field(default_factory=GeneralConfig)
     host: HostConfig = Field(default_factory=HostConfig)
     tui: TuiConfig = Field(default_factory=TuiConfig)
+    # alerting: rules, Telegram delivery, daily report
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    telegram: TelegramConfig = Field(default_factory=TelegramConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
 
     _path: Path | None = PrivateAttr(default=None)
 
