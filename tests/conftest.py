@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from opstui.demo.servers import EmbeddedPostgres, EmbeddedRedis
+from telegram_api import FakeBotAPI
 
 
 @pytest.fixture(autouse=True)
@@ -80,3 +81,13 @@ def write_config(tmp_path: Path):  # type: ignore[no-untyped-def]
         return path
 
     return write
+
+
+# --- the fake Telegram Bot API (tests/telegram_api.py), for the notifier and the command bot
+
+
+@pytest.fixture
+def telegram_api() -> Iterator[FakeBotAPI]:
+    """A local server that answers like the Telegram Bot API; `telegram_api.url` is the api_base to use."""
+    with FakeBotAPI() as api:
+        yield api
