@@ -159,13 +159,14 @@ class Harness:
         return self.alerting(snapshot(self.clock(), **kwargs))
 
     async def deliver(self, within: float = 0.0) -> None:
-        """Let the notifier send what is due now and, moving the clock, what becomes due within `within` s."""
+        """Let `within` seconds pass (on the test clock) with the notifier sending whatever becomes due."""
         until = self.clock() + within
         while True:
             next_at = await self.notifier.deliver_due()
             if next_at is None or next_at > until:
                 break
             self.clock.t = max(self.clock.t, next_at)
+        self.clock.t = max(self.clock.t, until)
 
     def outbox(self, status: str = "pending") -> list[str]:
         return [r["idem_key"] for r in self.store.query("SELECT idem_key FROM outbox WHERE status = ?", (status,))]

@@ -86,6 +86,8 @@ class Fault:
     """Close the connection without an answer and without recording the message (it never arrived)."""
     record_then_drop: bool = False
     """Record the message, then close the connection (Telegram delivered it; the client cannot know)."""
+    after: int = 0
+    """Let this many calls through first."""
 
 
 def parse_html(text: str) -> str:
@@ -208,7 +210,7 @@ class FakeBotAPI:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
         self._thread.start()
         return self
 
@@ -319,6 +321,9 @@ class FakeBotAPI:
             return self.outage_fault
         for fault in self.faults:
             if fault.method == method and fault.times > 0:
+                if fault.after > 0:
+                    fault.after -= 1
+                    return None
                 fault.times -= 1
                 return fault
         return None

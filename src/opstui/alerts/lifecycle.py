@@ -43,7 +43,9 @@ class AlertState:
     source_kind: str | None = None
     phase: Phase = "ok"
     since: float | None = None
-    """When the current pending or firing episode began."""
+    """When the condition of the current pending or firing episode began to hold."""
+    began_at: float | None = None
+    """When the condition of the latest firing episode began (kept after it resolves, for its message)."""
     fired_at: float | None = None
     resolved_at: float | None = None
     bad_checks: int = 0
@@ -106,7 +108,8 @@ def step(state: AlertState, *, bad: bool, check: float | None, now: float, th: T
         ripe = bad and now - (state.since or now) >= th.for_ and state.bad_checks >= th.failures
         if ripe or (bad and state.flapping):
             state.phase = "firing"
-            state.since = state.fired_at = now
+            state.began_at = state.since
+            state.fired_at = now
             state.notified = False
             state.notified_level = 0
             state.reminders = 0

@@ -81,8 +81,8 @@ class Alerting:
         """Facts to judge besides the snapshot's (the notifier's delivery status)."""
         self._dirty: set[str] = set()
         self._gone: set[str] = set()
-        self._queue: list[tuple[str, str, dict[str, Any]]] = []
-        """(idempotency key, kind, payload) decided but not yet written to the outbox."""
+        self._queue: list[tuple[str, str, dict[str, Any], str | None]] = []
+        """(idempotency key, kind, payload, key of the message to join) decided, not yet in the outbox."""
         self._unlogged: list[tuple[Transition, bool]] = []
         self._write_failed = False
         if self.persist:
@@ -256,7 +256,7 @@ class Alerting:
             if st.phase != "firing" or st.muted_by:
                 continue
             if not st.notified:
-                if self._folded_quietly(st, now):
+                if self._folded_quietly(st):
                     continue
                 self._add(st, "firing", now)
                 st.notified = True
@@ -280,15 +280,31 @@ class Alerting:
                 st.notified_level = st.level  # better again: a later rise is news once more
         return extra
 
-    def _folded_quietly(self, st: AlertState, now: float) -> bool:
+    def _folded_quietly(self, st: AlertState) -> bool:
         """Whether a firing alert stays quiet because of its root cause (see the module's docstring)."""
         root = self.states.get(st.cause) if st.cause else None
         if root is None:
             return False
         if root.phase == "pending":
             return True  # wait: if the root fires, this joins its message
-        joins = root.notified and root.notified_at is not None and now - root.notified_at <= self.cfg.group_window
-        return not joins
+        return self._root_message_open(root) is None
+
+    def _root_message_open(self, root: AlertState) -> str | None:
+        """The outbox key of the root's firing message if it can still take folded alerts, else None."""
+        key = f"{root.key}@{root.episode}:firing"
+        if not root.notified or self.store is None:
+            return None
+        if any(queued[0] == key for queued in self._queue):
+            return key
+        try:
+            rows = self.store.query(
+                "SELECT 1 FROM outbox o WHERE idem_key = ? AND status = 'pending' AND NOT EXISTS "
+                "(SELECT 1 FROM outbox p WHERE p.group_id = o.group_id AND p.parts_sent > 0)",
+                (key,),
+            )
+        except StateError:
+            return None
+        return key if rows else None
 
     def _add(self, st: AlertState, kind: str, now: float) -> None:
         """Queue one notification about `st`; its key names the alert, the firing episode and the transition."""
@@ -302,6 +318,7 @@ class Alerting:
             "summary": st.summary,
             "detail": st.detail,
             "fired_at": st.fired_at,
+            "began_at": st.began_at,
             "resolved_at": st.resolved_at,
             "at": now,
             "instance": self.config.general.instance,
@@ -309,7 +326,8 @@ class Alerting:
             "cause": st.cause,
             "cause_summary": root.summary if root else None,
         }
-        self._queue.append((f"{st.key}@{st.episode}:{kind}", kind.split(":")[0], payload))
+        join = self._root_message_open(root) if root is not None and kind == "firing" else None
+        self._queue.append((f"{st.key}@{st.episode}:{kind}", kind.split(":")[0], payload, join))
 
     # ------------------------------------------------------------------------------------------ persistence
 
@@ -328,8 +346,11 @@ class Alerting:
             with self.store.transaction() as db:
                 for transition, notified in self._unlogged:
                     self._log(db, transition, notified, now)
-                for idem_key, kind, payload in self._queue:
-                    queued += enqueue(db, idem_key, kind, payload, now=now, group_window=self.cfg.group_window)
+                # Rows that join another's message go last, after the message they join was written.
+                for idem_key, kind, payload, join in sorted(self._queue, key=lambda q: q[3] is not None):
+                    queued += enqueue(
+                        db, idem_key, kind, payload, now=now, group_window=self.cfg.group_window, group_with=join
+                    )
                 for key in self._dirty:
                     st = self.states[key]
                     db.execute(

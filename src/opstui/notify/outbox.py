@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,15 +42,26 @@ def enqueue(
     *,
     now: float,
     group_window: float = 0.0,
+    group_with: str | None = None,
 ) -> bool:
     """Queue one notification inside the caller's transaction; False if this key was queued before.
 
     With a group window, it joins the group that is still gathering (its first row came less than a window
-    ago), or opens a new one that becomes due a window from now.
+    ago), or opens a new one that becomes due a window from now. `group_with` names the key of a row whose
+    message it should join instead, if that message has not started going out (a root cause's alert).
     """
     group_id: int | None = None
     due_at = now
-    if group_window > 0:
+    joined = None
+    if group_with is not None:
+        joined = db.execute(
+            "SELECT group_id, due_at FROM outbox o WHERE idem_key = ? AND status = 'pending' AND NOT EXISTS "
+            "(SELECT 1 FROM outbox p WHERE p.group_id = o.group_id AND p.parts_sent > 0)",
+            (group_with,),
+        ).fetchone()
+    if joined is not None:
+        group_id, due_at = int(joined[0]), float(joined[1])
+    elif group_window > 0:
         row = db.execute(
             "SELECT group_id, due_at FROM outbox WHERE status = 'pending' AND due_at > ? AND kind != 'report' "
             "AND kind != 'text' ORDER BY id DESC LIMIT 1",
@@ -116,35 +127,27 @@ class Outbox:
         rows = self.store.query("SELECT min(due_at) FROM outbox WHERE status = 'pending'")
         return None if rows[0][0] is None else float(rows[0][0])
 
-    def part_sent(self, group_id: int, parts_sent: int, message_id: int | None) -> None:
-        with self.store.transaction() as db:
-            db.execute(
-                "UPDATE outbox SET parts_sent = ?, message_ids = message_ids || ? WHERE group_id = ? "
-                "AND status = 'pending'",
-                (parts_sent, f"{message_id or ''} ", group_id),
-            )
+    # The rows a message was rendered from are marked by id: a row that joined the group while the message
+    # was on its way was not in it, and stays pending.
 
-    def sent(self, group_id: int, now: float) -> None:
-        with self.store.transaction() as db:
-            db.execute(
-                "UPDATE outbox SET status = 'sent', sent_at = ?, error = NULL "
-                "WHERE group_id = ? AND status = 'pending'",
-                (now, group_id),
-            )
+    def part_sent(self, rows: Sequence[OutboxItem], parts_sent: int, message_id: int | None) -> None:
+        self._update(rows, "parts_sent = ?, message_ids = message_ids || ?", (parts_sent, f"{message_id or ''} "))
 
-    def failed(self, group_id: int, error: str, now: float) -> None:
-        """Give up on a group Telegram will never accept (our bug, e.g. a rejected message); kept for the record."""
-        with self.store.transaction() as db:
-            db.execute(
-                "UPDATE outbox SET status = 'failed', sent_at = ?, error = ? WHERE group_id = ? AND status = 'pending'",
-                (now, error, group_id),
-            )
+    def sent(self, rows: Sequence[OutboxItem], now: float) -> None:
+        self._update(rows, "status = 'sent', sent_at = ?, error = NULL", (now,))
 
-    def attempted(self, group_id: int, error: str) -> None:
+    def failed(self, rows: Sequence[OutboxItem], error: str, now: float) -> None:
+        """Give up on rows Telegram will never accept (our bug, e.g. a rejected message); kept for the record."""
+        self._update(rows, "status = 'failed', sent_at = ?, error = ?", (now, error))
+
+    def attempted(self, rows: Sequence[OutboxItem], error: str) -> None:
+        self._update(rows, "attempts = attempts + 1, error = ?", (error,))
+
+    def _update(self, rows: Sequence[OutboxItem], assignments: str, values: tuple[Any, ...]) -> None:
         with self.store.transaction() as db:
-            db.execute(
-                "UPDATE outbox SET attempts = attempts + 1, error = ? WHERE group_id = ? AND status = 'pending'",
-                (error, group_id),
+            db.executemany(
+                f"UPDATE outbox SET {assignments} WHERE id = ? AND status = 'pending'",
+                [(*values, row.id) for row in rows],
             )
 
     def backlog(self) -> tuple[int, float | None]:

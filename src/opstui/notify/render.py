@@ -132,7 +132,7 @@ def _icon(item: Mapping[str, Any]) -> str:
 
 def _item_lines(item: Mapping[str, Any], *, tz: ZoneInfo, instance: str, alone: bool) -> list[str]:
     kind, level = item["kind"], item["level"]
-    fired, resolved = item.get("fired_at"), item.get("resolved_at")
+    fired, resolved = item.get("began_at") or item.get("fired_at"), item.get("resolved_at")
     summary = esc(item["summary"])
     if kind == "resolved":
         lasted = format_age(resolved - fired) if fired and resolved else "?"

@@ -196,24 +196,23 @@ class Notifier:
         return chunks
 
     async def _send_group(self, group: Sequence[OutboxItem], now: float) -> None:
-        group_id = group[0].group_id
         chunks = self.render(group)
         part = group[0].parts_sent
         if part >= len(chunks):
-            self.outbox.sent(group_id, now)
+            self.outbox.sent(group, now)
             return
         try:
             message = await self._send_text(chunks[part])
         except TelegramError as exc:
-            self._failed(group_id, exc)
+            self._failed(group, exc)
             return
         sent_at = self.clock()
         self._sent_times.append(sent_at)
         raw_id = message.get("message_id")
         message_id = raw_id if isinstance(raw_id, int) else None
-        self.outbox.part_sent(group_id, part + 1, message_id)
+        self.outbox.part_sent(group, part + 1, message_id)
         if part + 1 == len(chunks):
-            self.outbox.sent(group_id, sent_at)
+            self.outbox.sent(group, sent_at)
         self._delivered(sent_at)
 
     async def _send_text(self, text: str) -> dict[str, object]:
@@ -236,7 +235,7 @@ class Notifier:
         self._failures = 0
         self._update(DeliveryStatus(ok=True, chat_id=self.chat_id, last_sent_at=now))
 
-    def _failed(self, group_id: int, exc: TelegramError) -> None:
+    def _failed(self, group: Sequence[OutboxItem], exc: TelegramError) -> None:
         now = self.clock()
         problem = str(exc)
         failure = exc.failure
@@ -251,7 +250,7 @@ class Notifier:
                 exc.migrate_to,
             )
             return
-        self.outbox.attempted(group_id, problem)
+        self.outbox.attempted(group, problem)
         if failure is Failure.RATE_LIMITED:
             self._paused_until = now + (exc.retry_after or 1.0)
             log.warning("Telegram asks to slow down: pausing this chat for %ss", int(exc.retry_after or 1))
@@ -275,7 +274,7 @@ class Notifier:
         elif failure is Failure.REJECTED:
             # This message can never be sent as it is; keep it (marked failed) and go on with the next one.
             log.error("Telegram rejected a notification, which is kept in the outbox as failed: %s", problem)
-            self.outbox.failed(group_id, problem, now)
+            self.outbox.failed(group, problem, now)
         else:
             self._stopped_by = exc
             waiting, _ = self.outbox.backlog()
