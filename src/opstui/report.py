@@ -45,10 +45,9 @@ HOST_USED = _metric(HostMemory, "used_percent")
 class SampleRecorder:
     """An engine subscriber: the per-minute maximum of every history series, written when the minute is over."""
 
-    def __init__(self, store: StateStore, *, keep: float, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: StateStore, *, keep: float) -> None:
         self.store = store
         self.keep = keep
-        self.clock = clock
         self._minute: float | None = None
         self._peaks: dict[str, float] = {}
         self._pruned_at = 0.0
