@@ -18,6 +18,9 @@ HEADLESS = [
     "opstui.state",
     "opstui.cli",
     "opstui.demo",
+    "opstui.alerts",
+    "opstui.notify",
+    "opstui.report",
 ]
 
 
