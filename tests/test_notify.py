@@ -283,3 +283,41 @@ async def test_the_token_never_reaches_a_log_line_or_an_error(tmp_path: Path, ap
     assert errors[1] == "noSuchMethod: Telegram answered 404: Not Found"
     for text in [logged, *errors]:
         assert SECRET_PART not in text
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("a < b", 'Unsupported start tag "" at byte offset 2'),
+        ("line<br>break", 'Unsupported start tag "br" at byte offset 4'),
+        ("é <b>bold", "Can't find end tag corresponding to start tag b"),
+        ("ü</i>", "Unexpected end tag at byte offset 2"),
+        ("<b>x</i>", 'Unmatched end tag at byte offset 4, expected "</b>", found "</i>"'),
+    ],
+)
+def test_the_fake_parses_html_as_telegram_does(text: str, error: str) -> None:
+    from telegram_api import ApiError
+
+    with pytest.raises(ApiError) as caught:
+        parse_html(text)
+    assert caught.value.description == f"Bad Request: can't parse entities: {error}"
+
+
+def test_the_fake_decodes_entities_as_telegram_does() -> None:
+    assert parse_html('<a href="x?a=1&amp;b=2">AT&amp;T &lt;3 &#x1F600; &ltd</a> & more') == "AT&T <3 😀 <d & more"
+
+
+def test_old_history_is_pruned_but_waiting_notifications_never_are(tmp_path: Path) -> None:
+    from opstui.alerts.runtime import prune_history
+
+    store = StateStore.in_dir(tmp_path)
+    outbox = Outbox(store)
+    old = 1_000_000.0
+    outbox.add("old-sent", "text", {"lines": ["a"]}, now=old)
+    outbox.add("old-waiting", "text", {"lines": ["b"]}, now=old)
+    outbox.sent(outbox.next_group(old), old)
+    store.add_samples([("queue_depth:q", old, 1.0), ("queue_depth:q", old + 100 * 86400, 2.0)])
+    prune_history(store, old + 100 * 86400, keep_samples=8 * 86400)
+    assert [r["idem_key"] for r in store.query("SELECT idem_key FROM outbox")] == ["old-waiting"]
+    assert store.samples("queue_depth:q", 0) == [(old + 100 * 86400, 2.0)]
+    store.close()

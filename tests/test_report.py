@@ -21,7 +21,7 @@ ALMATY = ZoneInfo("Asia/Almaty")
 
 def record_day(store: StateStore, clock: Clock) -> None:
     """24 hours of per-minute samples as the daemon records them: the worker restarts, the queue backs up."""
-    recorder = SampleRecorder(store, keep=8 * 86400)
+    recorder = SampleRecorder(store)
     history = History()
     restarts = 280
     for minute in range(24 * 60):

@@ -232,7 +232,16 @@ def render_text(snapshot: Snapshot) -> str:
         lambda a: f"  {a.name:<24} last {_ago(None if a.last_at is None else now - a.last_at)}",
     )
     _table(out, "CHECKS", snapshot.checks, lambda c: f"  {c.name:<24} {c.level.label:<8} {c.detail or ''}")
-    _table(out, "ALERTS", snapshot.alerts, lambda a: f"  {a.level.label:<8} {a.state:<8} {a.summary}")
+    _table(
+        out,
+        "ALERTS",
+        snapshot.alerts,
+        lambda a: (
+            f"  {a.level.label:<8} {a.state:<8} {a.summary}"
+            + (f"  [{a.muted_by}]" if a.muted_by else "")
+            + (f"  [folded under {a.cause}]" if a.cause else "")
+        ),
+    )
     return "\n".join(out)
 
 

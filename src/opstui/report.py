@@ -1,7 +1,7 @@
 """The daily report: what the last 24 hours looked like, at a set local time, and said plainly when one was missed.
 
 Its figures come from per-minute samples that `SampleRecorder` keeps in the state store (the maximum of each
-declared metric per minute, pruned after `report.keep_samples`), the latest snapshot, and the alert log. It is
+declared metric per minute, kept for `report.keep_samples`), the latest snapshot, and the alert log. It is
 scheduled with APScheduler's cron trigger in the report's IANA timezone; its outbox key is the local date of
 the run, so a DST fall-back (which makes the cron trigger fire twice) or a restart cannot send it twice.
 """
@@ -29,7 +29,6 @@ log = logging.getLogger("opstui.report")
 
 DAY = 86400.0
 LAST_RUN_KEY = "report.last_scheduled"
-PRUNE_EVERY = 3600.0
 
 
 def _metric(kind: type, attr: str) -> Any:
@@ -45,12 +44,10 @@ HOST_USED = _metric(HostMemory, "used_percent")
 class SampleRecorder:
     """An engine subscriber: the per-minute maximum of every history series, written when the minute is over."""
 
-    def __init__(self, store: StateStore, *, keep: float) -> None:
+    def __init__(self, store: StateStore) -> None:
         self.store = store
-        self.keep = keep
         self._minute: float | None = None
         self._peaks: dict[str, float] = {}
-        self._pruned_at = 0.0
 
     def __call__(self, snapshot: Snapshot) -> None:
         minute = math.floor(snapshot.taken_at / 60.0) * 60.0
@@ -61,9 +58,6 @@ class SampleRecorder:
             if points and points[-1][0] >= minute:
                 value = points[-1][1]
                 self._peaks[key] = max(self._peaks.get(key, value), value)
-        if snapshot.taken_at - self._pruned_at >= PRUNE_EVERY:
-            self._pruned_at = snapshot.taken_at
-            self.store.prune_samples(snapshot.taken_at - self.keep)
 
     def flush(self) -> None:
         if self._minute is not None and self._peaks:

@@ -35,6 +35,9 @@ OWNER_KEY = "notify.owner"
 OWNER_FRESH = 10.0
 """An owner record older than this belongs to a process that is gone."""
 OWNER_EVERY = 2.0
+PRUNE_EVERY = 3600.0
+ALERT_LOG_KEPT = 90 * 86400.0
+SILENCES_KEPT = 30 * 86400.0
 
 
 def attach_alerting(engine: Engine, config: Config, store: StateStore | None = None) -> Alerting:
@@ -47,6 +50,15 @@ def attach_alerting(engine: Engine, config: Config, store: StateStore | None = N
         alerting.extra_checks = lambda: stored_delivery_checks(store, engine.clock())
     engine.processors.append(alerting)
     return alerting
+
+
+def prune_history(store: StateStore, now: float, *, keep_samples: float) -> None:
+    """Forget what no report or screen needs any more: old samples, sent notifications, log, silences."""
+    store.prune_samples(now - keep_samples)
+    Outbox(store).prune(now)
+    with store.transaction() as db:
+        db.execute("DELETE FROM alert_log WHERE at < ?", (now - ALERT_LOG_KEPT,))
+        db.execute("DELETE FROM silences WHERE expires_at < ?", (now - SILENCES_KEPT,))
 
 
 def stored_delivery_checks(store: StateStore, now: float) -> Iterable[CheckInfo]:
@@ -134,9 +146,14 @@ class AlertRuntime:
         else:
             log.info("no [telegram] token and chat_id: alerts are evaluated and shown, but not sent")
         self._replace_processor(self.alerting)
-        self.samples = SampleRecorder(self.store, keep=config.report.keep_samples)
+        self.samples = SampleRecorder(self.store)
         self._unsubscribe = self.engine.subscribe(self.samples)
         self._claim()
+        self._prune()
+        if self.engine.scheduler is not None:
+            self.engine.scheduler.add_job(
+                self._prune, "interval", seconds=PRUNE_EVERY, id="alerting-prune", max_instances=1, coalesce=True
+            )
         self.delivering = True
         if self.notifier is not None:
             self.notifier.start()
@@ -168,9 +185,10 @@ class AlertRuntime:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
-        if self.report is not None and self.engine.scheduler is not None:
-            with contextlib.suppress(Exception):
-                self.engine.scheduler.remove_job("daily-report")
+        if self.engine.scheduler is not None:
+            for job in ("daily-report", "alerting-prune"):
+                if self.engine.scheduler.get_job(job) is not None:
+                    self.engine.scheduler.remove_job(job)
         self.report = None
         if self.delivering:
             self.delivering = False
@@ -189,6 +207,12 @@ class AlertRuntime:
             processors[processors.index(self.alerting)] = alerting
         else:
             processors.append(alerting)
+
+    def _prune(self) -> None:
+        try:
+            prune_history(self.store, self.clock(), keep_samples=self.config.report.keep_samples)
+        except StateError as exc:
+            log.warning("cannot prune old history: %s", exc)
 
     # ------------------------------------------------------------------------------------------ ownership
 
