@@ -42,7 +42,7 @@ _RESTARTS = next(m for m in METRICS[ProcessInfo] if m.attr == "restarts_total")
 @dataclass(frozen=True, slots=True)
 class Transition:
     event: str
-    """fired, resolved, escalated, reminder."""
+    """fired or resolved."""
     state: AlertState
 
 
@@ -104,7 +104,7 @@ class Alerting:
         self._fold_and_mute(now)
         notified = {t.state.key for t in transitions if t.state.notified}
         if self.deliver:
-            transitions += self._notifications(transitions, now)
+            self._notifications(transitions, now)
         self._unlogged += [(t, t.state.key in notified or t.state.notified) for t in transitions]
         self._forget(now)
         if self.persist:
@@ -241,9 +241,8 @@ class Alerting:
 
     # ------------------------------------------------------------------------------------------ delivery
 
-    def _notifications(self, transitions: list[Transition], now: float) -> list[Transition]:
-        """Decide what to queue; returns the reminders and escalations it added to the transitions."""
-        extra: list[Transition] = []
+    def _notifications(self, transitions: list[Transition], now: float) -> None:
+        """Decide what to queue: firing, resolved, worse, reminders (see the module docstring)."""
         resolved_now = {t.state.key for t in transitions if t.event == "resolved"}
         for st in self.states.values():
             if st.rule in UNDELIVERABLE_RULES:
@@ -266,7 +265,6 @@ class Alerting:
                 self._add(st, f"escalated:{Level(st.level).label}", now)
                 st.notified_level = st.level
                 st.last_notice_at = now
-                extra.append(Transition("escalated", st))
             elif (
                 self.cfg.repeat_every > 0
                 and st.cause is None
@@ -275,10 +273,8 @@ class Alerting:
                 st.reminders += 1
                 self._add(st, f"reminder:{st.reminders}", now)
                 st.last_notice_at = now
-                extra.append(Transition("reminder", st))
             if st.level < st.notified_level:
                 st.notified_level = st.level  # better again: a later rise is news once more
-        return extra
 
     def _folded_quietly(self, st: AlertState) -> bool:
         """Whether a firing alert stays quiet because of its root cause (see the module's docstring)."""
@@ -326,6 +322,7 @@ class Alerting:
             "cause": st.cause,
             "cause_summary": root.summary if root else None,
         }
+        self._dirty.add(st.key)
         join = self._root_message_open(root) if root is not None and kind == "firing" else None
         self._queue.append((f"{st.key}@{st.episode}:{kind}", kind.split(":")[0], payload, join))
 
@@ -378,8 +375,6 @@ class Alerting:
     @staticmethod
     def _log(db: sqlite3.Connection, t: Transition, notified: bool, now: float) -> None:
         st = t.state
-        if t.event not in ("fired", "resolved"):
-            return
         db.execute(
             "INSERT INTO alert_log (at, key, rule, event, level, summary, notified) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (now, st.key, st.rule, t.event, Level(st.level).label, st.summary, int(notified)),
