@@ -20,7 +20,7 @@ from alerting_helpers import (
 )
 from opstui.alerts import Alerting
 from opstui.check import assess
-from opstui.model import ActivityInfo, AlertInfo, Level, LockState, Snapshot
+from opstui.model import ActivityInfo, AlertInfo, HealthInfo, Level, LockState, Snapshot
 
 
 class Judge:
@@ -261,3 +261,18 @@ def test_check_judges_once_with_no_waiting(tmp_path: Path) -> None:
     assert level is Level.CRITICAL
     assert sorted(reasons) == ["api is stopped", "health api failing: failing"]
     assert {a.state for a in out.alerts} == {"firing"}
+
+
+def test_secrets_in_facts_never_reach_an_alert(tmp_path: Path) -> None:
+    judge = Judge(tmp_path, alerts={"health": {"failures": 1}})
+    leaky = HealthInfo(
+        key="http:api",
+        name="api",
+        url="https://monitor:hunter2-secret@api.example.com/health",
+        ok=False,
+        source="http",
+        error="GET failed: password=hunter2-secret rejected",
+    )
+    alert = judge(health=(leaky,))["health:http:api"]
+    assert "hunter2" not in f"{alert.summary} {alert.detail}"
+    assert alert.detail == "https://monitor:***@api.example.com/health"

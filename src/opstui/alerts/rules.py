@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from opstui.config.alerts import AlertsConfig, LevelName, RuleConfig
 from opstui.model import Level, LockState, Snapshot
+from opstui.redact import mask_url
 from opstui.units import format_age, format_bytes, format_duration
 
 DOWN_STATUSES = frozenset({"stopped", "errored", "missing", "failed", "dead", "exited", "inactive"})
@@ -314,7 +315,7 @@ def health(snapshot: Snapshot, ctx: RuleContext) -> Iterator[Observation]:
             bad=not check.ok,
             level=level,
             summary=f"health {check.name} failing: {reason}",
-            detail=check.url,
+            detail=mask_url(check.url),
             source=check.source,
         )
 

@@ -30,6 +30,7 @@ from opstui.config import Config
 from opstui.errors import StateError
 from opstui.model import METRICS, AlertInfo, CheckInfo, Level, ProcessInfo, Snapshot, series_key
 from opstui.notify.outbox import enqueue
+from opstui.redact import redact
 from opstui.state import StateStore
 
 log = logging.getLogger("opstui.alerts")
@@ -186,7 +187,10 @@ class Alerting:
 
     @staticmethod
     def _describe(st: AlertState, obs: Observation, source_kind: str | None) -> None:
-        st.level, st.summary, st.detail = int(obs.level), obs.summary, obs.detail
+        # Facts can carry secrets (a health URL with a password, an error quoting a DSN): alerts are shown
+        # and sent, so they are masked here, once.
+        st.level, st.summary = int(obs.level), redact(obs.summary)
+        st.detail = redact(obs.detail) if obs.detail else None
         st.subject, st.source, st.source_kind = obs.subject, obs.source, source_kind
 
     def _step(self, st: AlertState, *, bad: bool, check: float, now: float) -> list[Transition]:
