@@ -342,6 +342,8 @@ class Alerting:
 
     def _save(self, now: float) -> None:
         assert self.store is not None
+        if not (self._unlogged or self._queue or self._dirty or self._gone):
+            return  # no write lock taken for a snapshot that changed nothing
         queued = 0
         try:
             with self.store.transaction() as db:
