@@ -321,3 +321,14 @@ def test_old_history_is_pruned_but_waiting_notifications_never_are(tmp_path: Pat
     assert [r["idem_key"] for r in store.query("SELECT idem_key FROM outbox")] == ["old-waiting"]
     assert store.samples("queue_depth:q", 0) == [(old + 100 * 86400, 2.0)]
     store.close()
+
+
+async def test_a_message_telegram_will_never_take_is_set_aside_not_blocking_the_rest(
+    sender: Sender, api: FakeBotAPI, caplog: pytest.LogCaptureFixture
+) -> None:
+    api.fail(status=400, description="Bad Request: message is too long")
+    sender.queue("doomed", "next")
+    await sender.run(10)
+    assert api.texts() == ["next"]
+    assert sender.statuses() == ["failed", "sent"]
+    assert "Telegram rejected a notification, which is kept in the outbox as failed" in caplog.text
