@@ -8,9 +8,9 @@ Delivery decisions, all made here so that every face agrees on them:
 - while muted (silence, maintenance window) nothing is queued; if it still fires afterwards, it is queued then;
 - reminders every `repeat_every` while it fires, and one message when it gets worse (warning -> critical);
 - while a root cause (a Redis or PostgreSQL source down) is pending or firing, alerts of `fold_rules` are folded
-  under it: they join its message if they fire within its group window, and are otherwise quiet until it
+  under it: they join its message if they fire before that has gone out, and are otherwise quiet until it
   resolves; one still firing then gets its own message.
-State and queued messages are written in one transaction, so a crash never leaves a transition unsent or sent
+State and queued messages are written in one transaction, so a crash never loses a transition nor queues one
 twice, and a restart picks up where the last run stopped.
 """
 

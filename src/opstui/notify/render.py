@@ -100,7 +100,7 @@ def render_alerts(items: Sequence[Mapping[str, Any]], *, tz: ZoneInfo) -> list[s
         said = ", ".join(f"{n} {_KIND_WORDS[kind]}" for kind, n in counts.items())
         lines.append(f"{_icon(_worst(items))} <b>{esc(instance)}: {esc(said)}</b>")
     for item in top:
-        if item.get("cause") in nested or item.get("cause") in keys:
+        if item.get("cause") in keys:
             item = {**item, "cause_summary": None}  # its cause is in this very message
         lines.extend(_item_lines(item, tz=tz, instance=instance, alone=len(top) == 1))
         children = nested.get(item["key"], [])
@@ -132,25 +132,25 @@ def _icon(item: Mapping[str, Any]) -> str:
 
 def _item_lines(item: Mapping[str, Any], *, tz: ZoneInfo, instance: str, alone: bool) -> list[str]:
     kind, level = item["kind"], item["level"]
-    fired, resolved = item.get("began_at") or item.get("fired_at"), item.get("resolved_at")
+    began, resolved = item.get("began_at") or item.get("fired_at"), item.get("resolved_at")
     summary = esc(item["summary"])
     if kind == "resolved":
-        lasted = format_age(resolved - fired) if fired and resolved else "?"
+        lasted = format_age(resolved - began) if began and resolved else "?"
         head = f"{RESOLVED} <b>Resolved:</b> {summary}"
-        when = f"after {lasted} ({clock(fired, tz)} to {clock(resolved, tz)})"
+        when = f"after {lasted} ({clock(began, tz)} to {clock(resolved, tz)})"
     elif kind == "reminder":
         head = f"{REMINDER} <b>Still firing:</b> {summary}"
-        when = f"{level} for {format_age((item.get('at') or 0) - (fired or 0))}, since {clock(fired, tz)}"
+        when = f"{level} for {format_age((item.get('at') or 0) - (began or 0))}, since {clock(began, tz)}"
     elif kind == "escalated":
         head = f"{ESCALATED} <b>Now {esc(level)}:</b> {summary}"
-        when = f"firing since {clock(fired, tz)}"
+        when = f"firing since {clock(began, tz)}"
     else:
         head = f"{_icon(item)} <b>{summary}</b>"
-        when = f"{level} since {clock(fired, tz)}"
+        when = f"{level} since {clock(began, tz)}"
     facts = [when, item["rule"], *(["flapping"] if item.get("flapping") else []), *([instance] if alone else [])]
     lines = [head, f"   <i>{esc(' · '.join(facts))}</i>"]
     cause = f"likely caused by: {item['cause_summary']}" if item.get("cause_summary") else None
-    for note in (item.get("detail"), cause, item.get("note")):
+    for note in (item.get("detail"), cause):
         if note:
             lines.append(f"   {esc(note)}")
     return lines
