@@ -139,3 +139,36 @@ async def test_a_tui_delivers_only_while_no_daemon_runs(telegram_api: FakeBotAPI
         await tui.stop()
         await engine.stop()
         store.close()
+
+
+async def test_a_starting_daemon_waits_for_a_delivering_tui_to_step_back(
+    telegram_api: FakeBotAPI, tmp_path: Path
+) -> None:
+    config = load_config(
+        write(
+            tmp_path / "opstui.toml",
+            f'[general]\ninstance = "demo"\nstate_dir = "{tmp_path / "state"}"\n',
+            telegram={"token": TOKEN, "chat_id": ALERTS_CHAT, "api_base": telegram_api.url},
+            report={"enabled": False},
+        )
+    )
+    store = StateStore.in_dir(config.state_dir())
+    tui_engine, daemon_engine = Engine([Workers()], instance="demo"), Engine([Workers()], instance="demo")
+    await tui_engine.start()
+    await daemon_engine.start()
+    tui = await start_alerting(tui_engine, config, store, role="tui")
+    assert tui.delivering
+    # The daemon announces itself, then starts alerting: it may deliver only once the TUI stopped.
+    now = time.time()
+    write_presence(store, DaemonPresence(pid=2, host="h", instance="demo", started_at=now, heartbeat_at=now))
+    started = time.monotonic()
+    daemon = await start_alerting(daemon_engine, config, store, role="daemon")
+    try:
+        assert daemon.delivering and not tui.delivering
+        assert time.monotonic() - started < 5
+    finally:
+        await daemon.stop()
+        await tui.stop()
+        await tui_engine.stop()
+        await daemon_engine.stop()
+        store.close()

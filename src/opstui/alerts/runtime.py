@@ -108,13 +108,14 @@ class AlertRuntime:
         self._unsubscribe: Callable[[], None] | None = None
         self._watch: asyncio.Task[None] | None = None
         self.delivering = False
+        self._owner_id = f"{os.getpid()}:{id(self)}"
 
     async def start(self) -> None:
         if self.role == "daemon":
             await self._wait_for_tui_to_step_back()
-            await self._deliver()
+            self._deliver()
         elif self._no_daemon():
-            await self._deliver()
+            self._deliver()
         else:
             self._display()
         if self.role == "tui":
@@ -133,7 +134,7 @@ class AlertRuntime:
 
     # ------------------------------------------------------------------------------------------ modes
 
-    async def _deliver(self) -> None:
+    def _deliver(self) -> None:
         config = self.config
         sending = config.telegram.configured
         self.alerting = Alerting(config, store=self.store, persist=True, deliver=sending, clock=self.clock)
@@ -148,13 +149,13 @@ class AlertRuntime:
         self._replace_processor(self.alerting)
         self.samples = SampleRecorder(self.store)
         self._unsubscribe = self.engine.subscribe(self.samples)
+        self.delivering = True
         self._claim()
         self._prune()
         if self.engine.scheduler is not None:
             self.engine.scheduler.add_job(
                 self._prune, "interval", seconds=PRUNE_EVERY, id="alerting-prune", max_instances=1, coalesce=True
             )
-        self.delivering = True
         if self.notifier is not None:
             self.notifier.start()
         if sending and self.want_report and config.report.enabled:
@@ -186,7 +187,7 @@ class AlertRuntime:
             self._unsubscribe()
             self._unsubscribe = None
         if self.engine.scheduler is not None:
-            for job in ("daily-report", "alerting-prune"):
+            for job in ("daily-report", "alerting-prune", *(() if display else ("notify-owner",))):
                 if self.engine.scheduler.get_job(job) is not None:
                     self.engine.scheduler.remove_job(job)
         self.report = None
@@ -194,7 +195,7 @@ class AlertRuntime:
             self.delivering = False
             with contextlib.suppress(StateError):
                 owner = self._owner()
-                if owner is not None and owner.get("pid") == os.getpid():
+                if owner is not None and owner.get("id") == self._owner_id:
                     self.store.set_meta(OWNER_KEY, "{}")
         if display:
             self._display()
@@ -217,9 +218,10 @@ class AlertRuntime:
     # ------------------------------------------------------------------------------------------ ownership
 
     def _claim(self) -> None:
-        if self.delivering or self.role == "daemon":
+        if self.delivering:
             with contextlib.suppress(StateError):
-                self.store.set_meta(OWNER_KEY, json.dumps({"pid": os.getpid(), "role": self.role, "at": time.time()}))
+                owner = {"id": self._owner_id, "pid": os.getpid(), "role": self.role, "at": time.time()}
+                self.store.set_meta(OWNER_KEY, json.dumps(owner))
 
     def _owner(self) -> dict[str, object] | None:
         raw = self.store.get_meta(OWNER_KEY)
@@ -240,7 +242,7 @@ class AlertRuntime:
         while time.monotonic() < deadline:
             owner = self._owner()
             fresh = owner is not None and time.time() - float(owner.get("at", 0) or 0) < OWNER_FRESH  # type: ignore[arg-type]
-            if not (fresh and owner and owner.get("role") == "tui" and owner.get("pid") != os.getpid()):
+            if not (fresh and owner and owner.get("role") == "tui" and owner.get("id") != self._owner_id):
                 return
             await asyncio.sleep(0.2)
         log.warning("a TUI still delivers alerts after %.0fs; taking over", OWNER_FRESH)
@@ -255,7 +257,7 @@ class AlertRuntime:
                     await self._stand_down(display=True)
                 elif not self.delivering and no_daemon:
                     log.info("no daemon is running: this TUI delivers alerts")
-                    await self._deliver()
+                    self._deliver()
                 else:
                     self._claim()
             except StateError as exc:
