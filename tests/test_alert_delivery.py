@@ -245,3 +245,25 @@ async def test_reminders_every_four_hours_and_a_message_when_it_gets_worse(daemo
         "⏫ Now critical: queue incoming has 1500 waiting (limit 1000)",
         "🔁 Still firing: queue incoming has 1500 waiting (limit 1000)",
     ]
+
+
+async def test_a_queue_that_backs_up_every_few_minutes_is_held_as_flapping(daemon: Harness) -> None:
+    for minute in range(0, 60, 4):  # two minutes backed up, two minutes fine, for an hour
+        for second in range(0, 240, 10):
+            daemon.feed(queues=(queue("incoming", 150 if second < 120 else 10),))
+            await daemon.deliver(within=10)
+    heads = [t.splitlines()[0] for t in daemon.api.texts()]
+    assert heads == [
+        "🟠 queue incoming has 150 waiting (limit 100)",
+        "✅ Resolved: queue incoming has 150 waiting (limit 100)",
+        "🟠 queue incoming has 150 waiting (limit 100)",
+        "✅ Resolved: queue incoming has 150 waiting (limit 100)",
+        "🟠 queue incoming has 150 waiting (limit 100)",
+    ]
+    assert "flapping" in daemon.api.texts()[-1].splitlines()[1]
+    for _ in range(70):  # it stops: resolved once it has been fine for ten minutes
+        daemon.feed(queues=(queue("incoming", 10),))
+        await daemon.deliver(within=10)
+    assert [t.splitlines()[0] for t in daemon.api.texts()][5:] == [
+        "✅ Resolved: queue incoming has 150 waiting (limit 100)"
+    ]

@@ -2,14 +2,18 @@
 
 An alert fires once its condition has held for its `for` duration and for `failures` consecutive checks; it
 resolves after `successes` consecutive good checks. A check is one read of the source behind it (its
-`checked_at`), so snapshots published for other sources' sake do not count twice. An alert whose condition keeps
-changing (flap_changes within the last flap_window checks) is flapping: it is held firing, one message instead of
-a stream of fired/resolved pairs, and resolves only once it has settled.
+`checked_at`), so snapshots published for other sources' sake do not count twice.
+
+An alert is flapping when its condition keeps changing: flap_changes times within the last flap_window checks
+(fast), or flap_fires firings within flap_period (slow, e.g. a queue that backs up every few minutes). A
+flapping alert is held firing, one message instead of a stream of fired/resolved pairs, and resolves only once
+its condition has been good for flap_quiet.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -27,6 +31,9 @@ class Thresholds:
     successes: int = 1
     flap_window: int = 20
     flap_changes: int = 6
+    flap_fires: int = 3
+    flap_period: float = 3600.0
+    flap_quiet: float = 600.0
 
 
 @dataclass(slots=True)
@@ -53,6 +60,9 @@ class AlertState:
     last_check: float | None = None
     recent: str = ""
     """One character per check, newest last: "1" bad, "0" good (flap detection)."""
+    fires: list[float] = dataclasses.field(default_factory=list)
+    """When it fired within the flap period (flap detection over minutes, not checks)."""
+    good_since: float | None = None
     flapping: bool = False
     notified: bool = False
     """A firing message for this episode is in the outbox (so a resolved one is owed)."""
@@ -88,21 +98,22 @@ def step(state: AlertState, *, bad: bool, check: float | None, now: float, th: T
         return None
     state.last_check = check
     state.recent = (state.recent + ("1" if bad else "0"))[-th.flap_window :]
-    changes = sum(a != b for a, b in zip(state.recent, state.recent[1:], strict=False))
-    if not state.flapping and changes >= th.flap_changes:
+    changes = sum(a != b for a, b in itertools.pairwise(state.recent))
+    state.fires = [t for t in state.fires if now - t < th.flap_period]
+    if changes >= th.flap_changes:
         state.flapping = True
-    elif state.flapping and changes <= th.flap_changes // 2:
-        state.flapping = False
 
     if bad:
         state.bad_checks += 1
         state.good_checks = 0
+        state.good_since = None
         if state.phase == "ok":
             state.phase = "pending"
             state.since = now
     else:
         state.good_checks += 1
         state.bad_checks = 0
+        state.good_since = now if state.good_since is None else state.good_since
 
     if state.phase == "pending":
         ripe = bad and now - (state.since or now) >= th.for_ and state.bad_checks >= th.failures
@@ -110,6 +121,8 @@ def step(state: AlertState, *, bad: bool, check: float | None, now: float, th: T
             state.phase = "firing"
             state.began_at = state.since
             state.fired_at = now
+            state.fires.append(now)
+            state.flapping = state.flapping or len(state.fires) >= th.flap_fires
             state.notified = False
             state.notified_level = 0
             state.reminders = 0
@@ -117,16 +130,19 @@ def step(state: AlertState, *, bad: bool, check: float | None, now: float, th: T
         if not bad:
             state.phase = "ok"
             state.since = None
-    elif state.phase == "firing" and not bad and not state.flapping and state.good_checks >= th.successes:
-        state.phase = "ok"
-        state.since = None
-        state.resolved_at = now
-        return "resolved"
+    elif state.phase == "firing" and not bad and state.good_checks >= th.successes:
+        settled = not state.flapping or now - (state.good_since or now) >= th.flap_quiet
+        if settled:
+            state.phase = "ok"
+            state.since = None
+            state.flapping = False
+            state.resolved_at = now
+            return "resolved"
     return None
 
 
-def forgettable(state: AlertState, *, now: float, keep_resolved: float) -> bool:
-    """True once nothing about the alert is worth keeping: quiet, not recently resolved, no recent bad check."""
-    if state.phase != "ok" or "1" in state.recent:
+def forgettable(state: AlertState, *, now: float, keep_resolved: float, th: Thresholds) -> bool:
+    """True once nothing about the alert is worth keeping: quiet, not recently resolved or fired, no bad check."""
+    if state.phase != "ok" or "1" in state.recent or any(now - t < th.flap_period for t in state.fires):
         return False
     return state.resolved_at is None or now - state.resolved_at > keep_resolved

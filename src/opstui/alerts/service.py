@@ -149,7 +149,7 @@ class Alerting:
 
     def thresholds(self, rule: str) -> Thresholds:
         if self.once:
-            return Thresholds(0.0, 1, 1, self.cfg.flap_window, self.cfg.flap_window)
+            return Thresholds(flap_changes=self.cfg.flap_window, flap_fires=2**31)
         section = rule_config(self.cfg, rule)
         return Thresholds(
             for_=section.for_,
@@ -157,6 +157,9 @@ class Alerting:
             successes=section.successes or self.cfg.successes,
             flap_window=self.cfg.flap_window,
             flap_changes=self.cfg.flap_changes,
+            flap_fires=self.cfg.flap_fires,
+            flap_period=self.cfg.flap_period,
+            flap_quiet=self.cfg.flap_quiet,
         )
 
     def _judge(self, snapshot: Snapshot, now: float) -> list[Transition]:
@@ -333,8 +336,11 @@ class Alerting:
     # ------------------------------------------------------------------------------------------ persistence
 
     def _forget(self, now: float) -> None:
+        keep = self.cfg.keep_resolved
         for key in [
-            k for k, st in self.states.items() if forgettable(st, now=now, keep_resolved=self.cfg.keep_resolved)
+            k
+            for k, st in self.states.items()
+            if forgettable(st, now=now, keep_resolved=keep, th=self.thresholds(st.rule))
         ]:
             del self.states[key]
             self._dirty.discard(key)

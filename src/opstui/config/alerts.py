@@ -143,7 +143,12 @@ class AlertsConfig(Section):
     """Consecutive good checks before a firing alert resolves."""
     flap_window: int = Field(default=20, ge=2)
     flap_changes: int = Field(default=6, ge=2)
-    """An alert whose condition changes this often within the last flap_window checks is held, not toggled."""
+    """An alert whose condition changes this often within the last flap_window checks is flapping."""
+    flap_fires: int = Field(default=3, ge=2)
+    flap_period: Duration = Field(default=3600.0, gt=0)
+    """An alert that fires flap_fires times within flap_period is flapping too."""
+    flap_quiet: Duration = 600.0
+    """A flapping alert is held firing and resolves only once its condition has been good this long."""
     group_window: Duration = 10.0
     """Alerts that fire or resolve within this window go out as one message."""
     repeat_every: Duration = 4 * 3600.0
