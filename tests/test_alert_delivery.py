@@ -267,3 +267,15 @@ async def test_a_queue_that_backs_up_every_few_minutes_is_held_as_flapping(daemo
     assert [t.splitlines()[0] for t in daemon.api.texts()][5:] == [
         "✅ Resolved: queue incoming has 150 waiting (limit 100)"
     ]
+
+
+async def test_two_sources_on_one_redis_down_together_make_one_message(daemon: Harness) -> None:
+    kinds = {"redis main": "redis", "redis locks": "redis"}
+    for _ in range(4):
+        daemon.feed(kinds=kinds, down=["redis main", "redis locks"])
+        await daemon.deliver(within=5)
+    texts = daemon.api.texts()
+    assert len(texts) == 1
+    lines = texts[0].splitlines()
+    assert lines[0] == "🔴 redis locks cannot be read: connection refused at 127.0.0.1:6380"
+    assert "   • redis main cannot be read: connection refused at 127.0.0.1:6380" in lines

@@ -221,7 +221,10 @@ class Alerting:
         for st in self.states.values():
             cause = None
             if st.phase != "ok" and st.rule in self.cfg.fold_rules:
-                cause = next((root.key for root in roots if root is not st), None)
+                # A root cause folds only under one that began before it (two Redis sources down together
+                # make one message, not two alerts waiting on each other).
+                earlier = roots[: roots.index(st)] if st in roots else roots
+                cause = earlier[0].key if earlier else None
             muted = self._muted_by(st, silences, windows) if st.phase == "firing" else None
             if (cause, muted) != (st.cause, st.muted_by):
                 st.cause, st.muted_by = cause, muted
