@@ -20,7 +20,7 @@ from alerting_helpers import (
 )
 from opstui.alerts import Alerting
 from opstui.check import assess
-from opstui.model import ActivityInfo, AlertInfo, HealthInfo, Level, LockState, Snapshot
+from opstui.model import ActivityInfo, AlertInfo, HealthInfo, Level, LockState, ProcessInfo, Snapshot
 
 
 class Judge:
@@ -62,10 +62,19 @@ def test_restart_loop_needs_three_restarts_within_ten_minutes(tmp_path: Path) ->
     assert alerts["restart_loop:pm2:worker"].level is Level.CRITICAL
 
 
-def test_a_manager_that_says_crash_loop_is_believed(tmp_path: Path) -> None:
-    judge = Judge(tmp_path)
-    alerts = judge(processes=(process("bot", status="crash-loop", restarts=1),))
-    assert alerts["restart_loop:pm2:bot"].summary == "bot is crash-looping (pm2 says crash-loop)"
+def test_a_crash_loop_verdict_counts_only_where_restarts_cannot_be_counted(tmp_path: Path) -> None:
+    judge = Judge(tmp_path, alerts={"restart_loop": {"restarts": 10}})
+    # With a counter, the configured restarts/within decide, not the source's own verdict.
+    assert judge(processes=(process("bot", status="crash-loop", restarts=3),)) == {}
+    no_counter = ProcessInfo(
+        key="systemd:bot.service", name="bot", manager="systemd", status="crash-loop", source="systemd"
+    )
+    alerts = judge(processes=(no_counter,))
+    assert alerts["restart_loop:systemd:bot.service"].summary == "bot is crash-looping (systemd says crash-loop)"
+    once = Alerting(config(tmp_path), once=True)(
+        snapshot(judge.clock(), processes=(process("bot", status="crash-loop"),))
+    )
+    assert [a.summary for a in once.alerts] == ["bot is crash-looping (pm2 says crash-loop)"]
 
 
 def test_process_down_waits_thirty_seconds_so_a_restart_is_not_an_alert(tmp_path: Path) -> None:

@@ -76,6 +76,8 @@ class RestartHistory:
 @dataclass
 class RuleContext:
     config: AlertsConfig
+    once: bool = False
+    """Judging a single snapshot (`opstui check`): no history to count restarts from."""
     restarts: RestartHistory = field(init=False)
 
     def __post_init__(self) -> None:
@@ -126,7 +128,9 @@ def restart_loop(snapshot: Snapshot, ctx: RuleContext) -> Iterator[Observation]:
         if proc.restarts_total is not None:
             ctx.restarts.observe(proc.key, t, proc.restarts_total)
         recent = ctx.restarts.count(proc.key, snapshot.taken_at)
-        looping = proc.status in CRASH_LOOP_STATUSES
+        # A source's own "crash-loop" verdict is trusted only where we cannot count (no counter, or a single
+        # look), so that restarts/within in the config decide.
+        looping = proc.status in CRASH_LOOP_STATUSES and (proc.restarts_total is None or ctx.once)
         if recent >= cfg.restarts:
             summary = f"{proc.name} is crash-looping: {recent} restarts in the last {format_duration(cfg.within)}"
         else:

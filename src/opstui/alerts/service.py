@@ -73,7 +73,7 @@ class Alerting:
         self.deliver = deliver and self.persist
         self.once = once
         self.clock = clock
-        self.ctx = RuleContext(self.cfg)
+        self.ctx = RuleContext(self.cfg, once=once)
         self.windows = MaintenanceWindows(self.cfg.maintenance, default_timezone=config.general.timezone)
         self.states: dict[str, AlertState] = {}
         self.on_queued: Callable[[], None] | None = None
