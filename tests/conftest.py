@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from opstui.demo.servers import EmbeddedPostgres, EmbeddedRedis
+from telegram_api import FakeBotAPI
 
 if TYPE_CHECKING:
     from opstui.engine import Engine
@@ -107,3 +108,11 @@ async def engine_for():  # type: ignore[no-untyped-def]
 
 
 EngineFor = Callable[..., "Engine"]
+# --- the fake Telegram Bot API (tests/telegram_api.py), for the notifier and the command bot
+
+
+@pytest.fixture
+def telegram_api() -> Iterator[FakeBotAPI]:
+    """A local server that answers like the Telegram Bot API; `telegram_api.url` is the api_base to use."""
+    with FakeBotAPI() as api:
+        yield api

@@ -24,23 +24,21 @@ def start_demo() -> tuple[subprocess.Popen[str], Path]:
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     assert proc.stdout is not None
-    root: Path | None = None
     output = ""
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
+        # Read the pipe itself, not through readline: lines that arrive together would sit in the text
+        # buffer, where select() cannot see them.
         ready, _, _ = select.select([proc.stdout], [], [], 1.0)
         if not ready:
             continue
-        line = proc.stdout.readline()
-        if not line:
+        chunk = os.read(proc.stdout.fileno(), 65536).decode(errors="replace")
+        if not chunk:
             break
-        output += line
-        found = re.search(r"demo world in (\S+);", line)
-        if found:
-            root = Path(found.group(1))
-        if "daemon started" in line:
-            assert root is not None
-            return proc, root
+        output += chunk
+        found = re.search(r"demo world in (\S+);", output)
+        if found and "daemon started" in output:
+            return proc, Path(found.group(1))
     proc.kill()
     proc.wait()
     proc.stdout.close()

@@ -26,6 +26,9 @@ HEADLESS = [
     "opstui.demo",
     "opstui.actions",
     "opstui.actions.kinds",
+    "opstui.alerts",
+    "opstui.notify",
+    "opstui.report",
 ]
 
 

@@ -12,58 +12,58 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from opstui.model import Level, LockState, Snapshot
+from opstui.config import Config
+from opstui.errors import StateError
+from opstui.model import Level, Snapshot
+from opstui.state import DB_NAME, StateStore
 from opstui.units import format_age, format_bytes
 
 EXIT_CODES = {Level.OK: 0, Level.WARNING: 1, Level.CRITICAL: 2}
-HOST_MEMORY_WARNING = 80.0
-HOST_MEMORY_CRITICAL = 95.0
-_BAD_PROCESS = {"stopped", "errored", "crash-loop", "missing", "failed", "dead", "exited"}
+
+
+async def check_once(config: Config) -> Snapshot:
+    """One pass over every source, judged by the alert rules once (no `for` durations: what holds right now).
+
+    When a state store exists, its silences are honoured (a silenced alert still counts: it is real) and the
+    daemon's delivery status is judged too, so a Telegram that refuses the token fails the check.
+    """
+    from opstui.alerts import Alerting, stored_delivery_checks
+    from opstui.engine import build_engine
+
+    engine = build_engine(config)
+    store = _existing_store(config)
+    alerting = Alerting(config, store=store, once=True, clock=engine.clock)
+    if store is not None and config.telegram.configured:
+        alerting.extra_checks = lambda: stored_delivery_checks(store, engine.clock())
+    engine.processors.append(alerting)
+    try:
+        return await engine.collect_once()
+    finally:
+        await engine.stop()
+        if store is not None:
+            store.close()
+
+
+def _existing_store(config: Config) -> StateStore | None:
+    # `opstui check` from cron must not create a state database where no daemon ever ran.
+    path = config.state_dir() / DB_NAME
+    if not path.exists():
+        return None
+    try:
+        return StateStore(path)
+    except StateError:
+        return None
 
 
 def assess(snapshot: Snapshot) -> tuple[Level, list[str]]:
-    """The worst level in a snapshot and the reasons for it, judged on the snapshot alone.
+    """The worst level among the alerts firing in `snapshot`, and their summaries.
 
-    Firing alerts count at their level; the rest is what a single look can tell (a failed source, a process
-    down, a queue over its threshold, a stale lock, a failing health check, a dispatch mismatch).
+    The alerts come from the rules (`opstui.alerts`), so `opstui check`, the TUI and the daemon agree. A
+    silenced alert counts: a silence mutes notifications, it does not make the problem go away.
     """
-    found: list[tuple[Level, str]] = []
-    for alert in snapshot.alerts:
-        if alert.state == "firing":
-            found.append((alert.level, alert.summary))
-    for status in snapshot.sources.values():
-        if not status.ok:
-            found.append((Level.CRITICAL, f"source {status.name}: {status.error}"))
-    for proc in snapshot.processes:
-        if proc.status in _BAD_PROCESS:
-            found.append((Level.CRITICAL, f"process {proc.name} is {proc.status}"))
-    for queue in snapshot.queues:
-        if queue.level is not Level.OK:
-            found.append((queue.level, f"queue {queue.name} has {queue.depth} waiting"))
-    host = snapshot.memory.host
-    if host is not None and host.used_percent >= HOST_MEMORY_WARNING:
-        level = Level.CRITICAL if host.used_percent >= HOST_MEMORY_CRITICAL else Level.WARNING
-        found.append((level, f"host memory at {host.used_percent:.0f}%"))
-    for lock in snapshot.locks:
-        if lock.state in (LockState.STALE, LockState.UNEXPECTED):
-            found.append((Level.WARNING, f"lock {lock.name} is {lock.state.value}"))
-    for dispatch in snapshot.dispatch:
-        if dispatch.mismatch:
-            found.append(
-                (
-                    Level.WARNING,
-                    f"dispatch {dispatch.name}: processed {dispatch.processed}, "
-                    f"sent {dispatch.sent}, failed {dispatch.failed}",
-                )
-            )
-    for health in snapshot.health:
-        if not health.ok:
-            found.append((Level.CRITICAL, f"health {health.name} failing"))
-    for check in snapshot.checks:
-        if check.level is not Level.OK:
-            found.append((check.level, f"{check.name}: {check.detail or check.level.label}"))
-    level = max((lvl for lvl, _ in found), default=Level.OK)
-    return level, [reason for lvl, reason in found if lvl is level]
+    firing = [a for a in snapshot.alerts if a.state in ("firing", "silenced")]
+    level = max((a.level for a in firing), default=Level.OK)
+    return level, [a.summary + (" (silenced)" if a.state == "silenced" else "") for a in firing if a.level is level]
 
 
 def to_json(snapshot: Snapshot) -> dict[str, Any]:
@@ -232,7 +232,16 @@ def render_text(snapshot: Snapshot) -> str:
         lambda a: f"  {a.name:<24} last {_ago(None if a.last_at is None else now - a.last_at)}",
     )
     _table(out, "CHECKS", snapshot.checks, lambda c: f"  {c.name:<24} {c.level.label:<8} {c.detail or ''}")
-    _table(out, "ALERTS", snapshot.alerts, lambda a: f"  {a.level.label:<8} {a.state:<8} {a.summary}")
+    _table(
+        out,
+        "ALERTS",
+        snapshot.alerts,
+        lambda a: (
+            f"  {a.level.label:<8} {a.state:<8} {a.summary}"
+            + (f"  [{a.muted_by}]" if a.muted_by else "")
+            + (f"  [folded under {a.cause}]" if a.cause else "")
+        ),
+    )
     return "\n".join(out)
 
 

@@ -18,6 +18,7 @@ from opstui.redact import redact
 if TYPE_CHECKING:
     from opstui.actions import Confirmation, Plan, Run
     from opstui.model import Snapshot
+    from opstui.state import StateStore
 
 DESCRIPTION = """\
 A terminal ops monitor for bots and small backends: process restarts, queue depth, memory, the leader
@@ -113,6 +114,36 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--headless", action="store_true", help="run the daemon instead of the TUI")
     demo.set_defaults(handler=cmd_demo)
     _add_action_commands(commands, Commands)
+
+    # --- alerting: silences, notifications, the daily report (opstui.alerts, opstui.notify, opstui.report)
+    silence = commands.add_parser(
+        "silence",
+        help="mute alert notifications for a while, or list and end silences",
+        description="Mute notifications of alerts matching PATTERN (a glob over the alert's key, rule or name: "
+        "'worker', 'restart_loop', 'queue_depth:*', '*') for DURATION ('30m', '2h'). The alerts are still "
+        "shown and counted by `opstui check`. With no arguments, list the active silences.",
+    )
+    silence.add_argument("pattern", nargs="?", help="what to silence")
+    silence.add_argument("duration", nargs="?", help="for how long, e.g. 30m, 2h, 1d")
+    silence.add_argument("-m", "--comment", default="", help="why (shown with the silence)")
+    silence.add_argument("--remove", metavar="ID|PATTERN", help="end a silence now, by id or by its pattern")
+    silence.set_defaults(handler=cmd_silence)
+
+    notify = commands.add_parser("notify", help="Telegram notifications", description="Telegram notifications.")
+    notify.register("action", "parsers", Commands)
+    notify_commands = notify.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    notify_test = notify_commands.add_parser(
+        "test", help="send a test message and print exactly what Telegram answered; exit 2 if it failed"
+    )
+    notify_test.set_defaults(handler=cmd_notify_test)
+
+    report = commands.add_parser(
+        "report",
+        help="print the daily report now (--send: also send it to Telegram)",
+        description="Read every source once and print the daily report over the last 24 hours.",
+    )
+    report.add_argument("--send", action="store_true", help="also send it to the Telegram chat")
+    report.set_defaults(handler=cmd_report)
     return parser
 
 
@@ -140,23 +171,14 @@ def cmd_daemon(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from opstui.check import EXIT_CODES, assess, render_json, render_text
-    from opstui.engine import build_engine
+    from opstui.check import EXIT_CODES, assess, check_once, render_json, render_text
     from opstui.logs import setup_logging
 
     config = _config(args)
     setup_logging(fmt="text", stream=sys.stderr, level=40)  # the output is the report; only errors on stderr
-    engine = build_engine(config)
-
-    async def one_pass() -> object:
-        try:
-            return await engine.collect_once()
-        finally:
-            await engine.stop()
-
-    snapshot = asyncio.run(one_pass())
-    print(render_json(snapshot) if args.json else render_text(snapshot))  # type: ignore[arg-type]
-    level, _ = assess(snapshot)  # type: ignore[arg-type]
+    snapshot = asyncio.run(check_once(config))
+    print(render_json(snapshot) if args.json else render_text(snapshot))
+    level, _ = assess(snapshot)
     return EXIT_CODES[level]
 
 
@@ -364,6 +386,96 @@ def cmd_audit(args: argparse.Namespace) -> int:
     entries = log.recent(args.limit)
     print(render_json(entries) if args.json else render_text(entries, timezone=config.general.timezone))
     return 0
+
+
+# --- alerting commands
+
+
+def _store(config: Config) -> StateStore:
+    from opstui.state import StateStore
+
+    return StateStore.in_dir(config.state_dir())
+
+
+def _who() -> str:
+    import getpass
+
+    try:
+        tty = os.ttyname(0)
+    except OSError:
+        tty = "no tty"
+    return f"cli {getpass.getuser()} ({tty})"
+
+
+def cmd_silence(args: argparse.Namespace) -> int:
+    from zoneinfo import ZoneInfo
+
+    from opstui.alerts import active_silences, silence, unsilence
+
+    config = _config(args)
+    tz = ZoneInfo(config.general.timezone)
+    store = _store(config)
+    try:
+        if args.remove:
+            which: int | str = int(args.remove) if args.remove.isdigit() else args.remove
+            ended = unsilence(store, which)
+            if not ended:
+                print(f"opstui: no active silence is {args.remove!r}; `opstui silence` lists them", file=sys.stderr)
+                return 2
+            for gone in ended:
+                print(f"ended {gone.describe(tz)}")
+            return 0
+        if args.pattern is None:
+            active = active_silences(store)
+            for item in active:
+                print(item.describe(tz))
+            if not active:
+                print("no active silences")
+            return 0
+        if args.duration is None:
+            print("opstui: say for how long, e.g. `opstui silence worker 2h`", file=sys.stderr)
+            return 2
+        made = silence(store, args.pattern, args.duration, by=_who(), comment=args.comment)
+        print(made.describe(tz))
+        return 0
+    finally:
+        store.close()
+
+
+def cmd_notify_test(args: argparse.Namespace) -> int:
+    from opstui.notify import send_test
+
+    config = _config(args)
+    store = _store(config)
+    try:
+        ok, answers = asyncio.run(send_test(config, store))
+    finally:
+        store.close()
+    for answer in answers:
+        print(redact(answer), file=sys.stdout if ok else sys.stderr)
+    return 0 if ok else 2
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from opstui.check import check_once
+    from opstui.notify import send_now
+    from opstui.notify.render import to_plain
+    from opstui.report import build_report, report_timezone
+
+    config = _config(args)
+    snapshot = asyncio.run(check_once(config))
+    store = _store(config)
+    try:
+        lines = build_report(snapshot, store, tz=report_timezone(config))
+        print(to_plain("\n".join(lines)))
+        if not args.send:
+            return 0
+        ok, answers = asyncio.run(send_now(config, store, lines))
+    finally:
+        store.close()
+    for answer in answers:
+        print(redact(answer), file=sys.stdout if ok else sys.stderr)
+    return 0 if ok else 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:

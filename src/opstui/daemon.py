@@ -77,12 +77,17 @@ async def run_daemon(config: Config, *, stop: asyncio.Event | None = None) -> in
             ),
         )
 
+    alerting = None
     try:
         await engine.start()
         heartbeat()
         engine.scheduler.add_job(
             heartbeat, "interval", seconds=HEARTBEAT_EVERY, id="heartbeat", max_instances=1, coalesce=True
         )
+        # alerting: rules, the Telegram notifier and the daily report (opstui.alerts)
+        from opstui.alerts import start_alerting
+
+        alerting = await start_alerting(engine, config, store, role="daemon")
         log.info(
             "daemon started",
             extra={
@@ -94,6 +99,9 @@ async def run_daemon(config: Config, *, stop: asyncio.Event | None = None) -> in
         await stop.wait()
         log.info("daemon stopping")
     finally:
+        if alerting is not None:
+            # First, so a notification being sent is marked as sent before anything closes.
+            await alerting.stop()
         try:
             await asyncio.wait_for(engine.stop(), timeout=STOP_BUDGET)
         except TimeoutError:

@@ -245,10 +245,20 @@ class AlertInfo:
     rule: str
     level: Level
     state: str
-    """pending, firing, resolved, silenced."""
+    """pending, firing, resolved, silenced (firing, but muted by a silence or a maintenance window)."""
     summary: str
     since: float | None = None
+    """When it started to be pending or firing; for a resolved alert, when it resolved."""
     detail: str | None = None
+    subject: str | None = None
+    """The name of what it is about (a process, queue, lock, source ...), which silences match on."""
+    source: str | None = None
+    """The source whose facts it judged."""
+    muted_by: str | None = None
+    """Why a silenced alert sends nothing: "silence 3 until 14:00 (deploy)", "maintenance nightly"."""
+    cause: str | None = None
+    """The key of the alert it is folded under (a Redis or PostgreSQL outage), if any."""
+    flapping: bool = False
 
 
 @dataclass(frozen=True, slots=True)

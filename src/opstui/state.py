@@ -29,8 +29,7 @@ MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     CREATE INDEX samples_ts ON samples (ts);
     """,
-    # The action audit log (opstui.actions.audit): every run, refusal and confirmation. Self-contained, so it
-    # may sit before or after any other feature's migration.
+    # 2: the action audit log (opstui.actions.audit): every run, refusal and confirmation.
     """
     CREATE TABLE audit (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -55,6 +54,46 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX audit_ts ON audit (ts);
     CREATE INDEX audit_running ON audit (exclusive) WHERE result = 'running';
+    """,
+    # 3: alerting: each alert's lifecycle, the log of what fired and resolved, silences, and the outbox of
+    # notifications (written before sending, marked after Telegram accepts; idem_key: one row per transition).
+    """
+    CREATE TABLE alert_state (key TEXT PRIMARY KEY, data TEXT NOT NULL, updated_at REAL NOT NULL);
+    CREATE TABLE alert_log (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at REAL NOT NULL,
+        key TEXT NOT NULL,
+        rule TEXT NOT NULL,
+        event TEXT NOT NULL,
+        level TEXT NOT NULL,
+        summary TEXT NOT NULL,
+        notified INTEGER NOT NULL
+    );
+    CREATE INDEX alert_log_at ON alert_log (at);
+    CREATE TABLE silences (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        pattern TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        created_by TEXT NOT NULL,
+        comment TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        idem_key TEXT NOT NULL UNIQUE,
+        kind TEXT NOT NULL,
+        group_id INTEGER,
+        payload TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        due_at REAL NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending',
+        parts_sent INTEGER NOT NULL DEFAULT 0,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        sent_at REAL,
+        message_ids TEXT NOT NULL DEFAULT '',
+        error TEXT
+    );
+    CREATE INDEX outbox_pending ON outbox (status, due_at, group_id);
     """,
 ]
 

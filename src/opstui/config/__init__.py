@@ -12,6 +12,7 @@ from pydantic import Field, PrivateAttr
 from opstui.config._base import Duration, Secret, SecretUrl, Section, iter_secrets
 from opstui.config._load import discover, interpolate, read_toml, validate
 from opstui.config.actions import ActionsConfig
+from opstui.config.alerts import AlertsConfig, ReportConfig, TelegramConfig
 from opstui.config.core import GeneralConfig, HostConfig, TuiConfig
 from opstui.config.processes import BackupList, DockerList, EnvList, LogList, PM2List, ProcessesConfig, SystemdList
 from opstui.errors import ConfigError
@@ -44,6 +45,10 @@ class Config(Section):
     env: EnvList = Field(default_factory=list)
     # Recovery actions (opstui.actions).
     actions: ActionsConfig = Field(default_factory=ActionsConfig)
+    # alerting: rules, Telegram delivery, daily report
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    telegram: TelegramConfig = Field(default_factory=TelegramConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
 
     _path: Path | None = PrivateAttr(default=None)
 
