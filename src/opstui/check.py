@@ -40,6 +40,22 @@ def assess(snapshot: Snapshot) -> tuple[Level, list[str]]:
     for queue in snapshot.queues:
         if queue.level is not Level.OK:
             found.append((queue.level, f"queue {queue.name} has {queue.depth} waiting"))
+    for what, items in (
+        ("queue", snapshot.queues),
+        ("lock", snapshot.locks),
+        ("dispatch", snapshot.dispatch),
+        ("activity", snapshot.activity),
+    ):
+        found.extend((Level.WARNING, f"{what} {item.name}: {item.error}") for item in items if item.error)
+    for activity in snapshot.activity:
+        age = None if activity.last_at is None else snapshot.taken_at - activity.last_at
+        if activity.max_age is not None and not activity.error and (age is None or age > activity.max_age):
+            found.append(
+                (
+                    Level.WARNING,
+                    f"activity {activity.name}: last {_ago(age)} (expected within {format_age(activity.max_age)})",
+                )
+            )
     host = snapshot.memory.host
     if host is not None and host.used_percent >= HOST_MEMORY_WARNING:
         level = Level.CRITICAL if host.used_percent >= HOST_MEMORY_CRITICAL else Level.WARNING
@@ -58,7 +74,10 @@ def assess(snapshot: Snapshot) -> tuple[Level, list[str]]:
             )
     for health in snapshot.health:
         if not health.ok:
-            found.append((Level.CRITICAL, f"health {health.name} failing"))
+            why = [f"{c.name} {c.detail or 'failing'}" for c in health.failing_components]
+            if health.error:
+                why.append(health.error)
+            found.append((Level.CRITICAL, f"health {health.name} failing" + (f": {', '.join(why)}" if why else "")))
     for check in snapshot.checks:
         if check.level is not Level.OK:
             found.append((check.level, f"{check.name}: {check.detail or check.level.label}"))
@@ -189,7 +208,7 @@ def render_text(snapshot: Snapshot) -> str:
         "QUEUES",
         snapshot.queues,
         lambda q: (
-            f"  {q.name:<24} {q.kind:<8} depth {q.depth:<7}"
+            f"  {q.name:<24} {q.kind:<8} depth {_num(q.depth):<7}"
             + "".join(f" {k} {v}" for k, v in q.parts.items())
             + (" PAUSED" if q.paused else "")
             + (f"  {q.growth_per_min:+.1f}/min" if q.growth_per_min is not None else "")
@@ -203,6 +222,7 @@ def render_text(snapshot: Snapshot) -> str:
         lambda x: (
             f"  {x.name:<24} {x.state.value:<10} holder {x.holder or '-'}"
             + (f"  expires in {_signed_age(x.expires_at, now)}" if x.expires_at else "")
+            + (f"  error: {x.error}" if x.error else "")
         ),
     )
     _table(
@@ -212,6 +232,8 @@ def render_text(snapshot: Snapshot) -> str:
         lambda d: (
             f"  {d.name:<24} processed {d.processed}  sent {d.sent}  failed {d.failed}"
             + ("  MISMATCH" if d.mismatch else "")
+            + (f"  skipped {d.skipped_lines} lines that are not JSON" if d.skipped_lines else "")
+            + (f"  error: {d.error}" if d.error else "")
         ),
     )
     _table(
@@ -229,7 +251,11 @@ def render_text(snapshot: Snapshot) -> str:
         out,
         "ACTIVITY",
         snapshot.activity,
-        lambda a: f"  {a.name:<24} last {_ago(None if a.last_at is None else now - a.last_at)}",
+        lambda a: (
+            f"  {a.name:<24} last {_ago(None if a.last_at is None else now - a.last_at)}"
+            + (f"  {a.detail}" if a.detail else "")
+            + (f"  error: {a.error}" if a.error else "")
+        ),
     )
     _table(out, "CHECKS", snapshot.checks, lambda c: f"  {c.name:<24} {c.level.label:<8} {c.detail or ''}")
     _table(out, "ALERTS", snapshot.alerts, lambda a: f"  {a.level.label:<8} {a.state:<8} {a.summary}")

@@ -12,6 +12,14 @@ from pydantic import Field, PrivateAttr
 from opstui.config._base import Duration, Secret, SecretUrl, Section, iter_secrets
 from opstui.config._load import discover, interpolate, read_toml, validate
 from opstui.config.core import GeneralConfig, HostConfig, TuiConfig
+from opstui.config.data import (
+    DispatchLogs,
+    HealthEndpoints,
+    LogActivities,
+    PostgresServers,
+    PrometheusEndpoints,
+    RedisServers,
+)
 from opstui.errors import ConfigError
 from opstui.redact import redact, register_secret
 
@@ -32,6 +40,13 @@ class Config(Section):
     general: GeneralConfig = Field(default_factory=GeneralConfig)
     host: HostConfig = Field(default_factory=HostConfig)
     tui: TuiConfig = Field(default_factory=TuiConfig)
+    # Data sources: one list entry per Redis server, database, log file or endpoint (config/data.py).
+    redis: RedisServers = Field(default_factory=list)
+    postgres: PostgresServers = Field(default_factory=list)
+    dispatch: DispatchLogs = Field(default_factory=list)
+    activity: LogActivities = Field(default_factory=list)
+    health: HealthEndpoints = Field(default_factory=list)
+    prometheus: PrometheusEndpoints = Field(default_factory=list)
 
     _path: Path | None = PrivateAttr(default=None)
 

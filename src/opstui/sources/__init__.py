@@ -23,4 +23,15 @@ def build_sources(config: Config) -> list[Source]:
                 interval=config.host.interval, timeout=config.host.timeout, top_processes=config.host.top_processes
             )
         )
+    sources += _data_sources(config)
+    return sources
+
+
+def _data_sources(config: Config) -> list[Source]:
+    """Redis servers, PostgreSQL databases, dispatch logs, log activity, health and Prometheus endpoints."""
+    sources: list[Source] = []
+    if config.redis:
+        from opstui.sources.redis import RedisSource
+
+        sources += [RedisSource(redis) for redis in config.redis]
     return sources
