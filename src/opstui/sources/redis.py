@@ -368,6 +368,9 @@ class RedisSource(Source):
             return SourceTimeout(f"no answer from {where} within {format_duration(self.config.timeout)}")
         if isinstance(exc, BusyLoadingError):
             return SourceUnavailable(f"the server at {where} is still loading its data into memory")
+        if isinstance(exc, ResponseError) and "DB index" in text:
+            db = urlsplit(self.config.url).path.strip("/") or "0"
+            return SourceUnavailable(f"the server at {where} has no database {db} ({text})")
         if isinstance(exc, ResponseError):
             return SourceUnavailable(f"the server at {where} refused the connection set-up: {text}")
         if "refused" in text:
