@@ -165,11 +165,13 @@ class EmbeddedPostgres:
 
     def start(self) -> EmbeddedPostgres:
         self.root.mkdir(parents=True, exist_ok=True)
+        initialized = (self.data / "PG_VERSION").exists()
         if self._user is not None:
             _open_path_to(self.bin, self._user)
-            _open_path_to(self.root, self._user)
+            if not initialized:  # on a restart the path is open already, and the data dir must stay 0700
+                _open_path_to(self.root, self._user)
             os.chown(self.root, self._user.pw_uid, self._user.pw_gid)
-        if not (self.data / "PG_VERSION").exists():
+        if not initialized:
             self._run(
                 [
                     "initdb",

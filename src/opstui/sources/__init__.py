@@ -34,4 +34,8 @@ def _data_sources(config: Config) -> list[Source]:
         from opstui.sources.redis import RedisSource
 
         sources += [RedisSource(redis) for redis in config.redis]
+    if config.postgres:
+        from opstui.sources.postgres import PostgresSource
+
+        sources += [PostgresSource(postgres) for postgres in config.postgres]
     return sources
