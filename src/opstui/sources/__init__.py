@@ -38,4 +38,12 @@ def _data_sources(config: Config) -> list[Source]:
         from opstui.sources.postgres import PostgresSource
 
         sources += [PostgresSource(postgres) for postgres in config.postgres]
+    if config.dispatch:
+        from opstui.sources.dispatch import DispatchLogSource
+
+        sources += [DispatchLogSource(log) for log in config.dispatch]
+    if config.activity:
+        from opstui.sources.activity import LogActivitySource
+
+        sources += [LogActivitySource(activity) for activity in config.activity]
     return sources
