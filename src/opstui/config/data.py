@@ -366,8 +366,23 @@ class HealthConfig(Section):
     verify_tls: bool = True
 
 
+_SELECTOR = re.compile(r'[a-zA-Z_:][a-zA-Z0-9_:]*(\{\s*([a-zA-Z_][a-zA-Z0-9_]*\s*=\s*"(?:[^"\\]|\\.)*"\s*,?\s*)*\})?')
+
+
+def _selector(value: str) -> str:
+    if not _SELECTOR.fullmatch(value.strip()):
+        raise ValueError(
+            f"'{value}' is not a metric selector; write a name with exact label matches, e.g. "
+            "'http_requests_total{code=\"500\"}'"
+        )
+    return value
+
+
+Selector = Annotated[str, AfterValidator(_selector)]
+
+
 class PrometheusMetricConfig(Section):
-    select: str = Field(min_length=1)
+    select: Selector = Field(min_length=1)
     """A metric name with optional exact label matches, e.g. 'http_requests_total{code="500"}'; matching series
     are summed."""
     name: str | None = None
@@ -381,17 +396,18 @@ class PrometheusMetricConfig(Section):
     crit_below: float | None = None
 
 
+def _metric_table(value: Any) -> Any:
+    return {"select": value} if isinstance(value, str) else value
+
+
 class PrometheusConfig(Section):
     name: str = Field(min_length=1)
     url: HttpUrl
     """The text-format metrics endpoint, e.g. http://127.0.0.1:9100/metrics."""
     interval: Duration = 15.0
     timeout: Duration = 5.0
-    metrics: list[str | PrometheusMetricConfig] = Field(min_length=1)
+    metrics: list[Annotated[PrometheusMetricConfig, BeforeValidator(_metric_table)]] = Field(min_length=1)
     """Selectors, or tables with thresholds: { select = "queue_size", warn = 100 }."""
-
-    def selected(self) -> list[PrometheusMetricConfig]:
-        return [PrometheusMetricConfig(select=m) if isinstance(m, str) else m for m in self.metrics]
 
 
 RedisServers = Annotated[list[RedisConfig], AfterValidator(_unique_names)]

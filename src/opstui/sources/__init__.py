@@ -46,4 +46,9 @@ def _data_sources(config: Config) -> list[Source]:
         from opstui.sources.activity import LogActivitySource
 
         sources += [LogActivitySource(activity) for activity in config.activity]
+    if config.health or config.prometheus:
+        from opstui.sources.http import HealthSource, PrometheusSource
+
+        sources += [HealthSource(health) for health in config.health]
+        sources += [PrometheusSource(prometheus) for prometheus in config.prometheus]
     return sources
