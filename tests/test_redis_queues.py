@@ -25,10 +25,7 @@ from opstui.config.data import RedisConfig, RedisQueueConfig
 from opstui.demo.servers import EmbeddedRedis
 from opstui.model import Facts, QueueInfo
 from opstui.sources.redis import RedisSource
-
-ROOT = Path(__file__).parent.parent
-NODE_LIBS = ROOT / ".ci" / "node" / "queue-libs"
-"""BullMQ and Bull from npm, installed on first use (git-ignored, kept between runs)."""
+from queue_libs import BULL_SCRIPT, BULLMQ_SCRIPT, run_node
 
 
 def read_queues(url: str, *queues: dict[str, Any]) -> dict[str, QueueInfo]:
@@ -361,78 +358,10 @@ def test_bull_v3_documented_layout(redis_url: str) -> None:
     assert queue.parts == {"waiting": 7, "active": 1, "delayed": 0, "failed": 0, "completed": 0}
 
 
-def node_libs() -> Path:
-    """BullMQ 5 and 6 and Bull 4 from npm, installed once into .ci/node (git-ignored)."""
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.skip("node and npm are not installed: the BullMQ/Bull tests need the real npm packages")
-    wanted = ["bullmq5@npm:bullmq@5.81.5", "bullmq6@npm:bullmq@6.7.0", "bull@4.16.5"]
-    if not all((NODE_LIBS / "node_modules" / name).is_dir() for name in ("bullmq5", "bullmq6", "bull")):
-        NODE_LIBS.mkdir(parents=True, exist_ok=True)
-        result = subprocess.run(
-            ["npm", "install", "--prefix", str(NODE_LIBS), "--no-audit", "--no-fund", "--loglevel=error", *wanted],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert result.returncode == 0, f"npm install failed:\n{result.stderr}"
-    return NODE_LIBS
-
-
-BULLMQ_SCRIPT = r"""
-const [lib, url, scenario] = process.argv.slice(2);
-const { Queue, Worker, FlowProducer } = require(lib);
-const u = new URL(url);
-const connection = { host: u.hostname, port: Number(u.port) };
-(async () => {
-  const queue = new Queue('orders', { connection });
-  let release;
-  const hold = new Promise((res) => { release = res; });
-  const worker = new Worker('orders', async (job) => {
-    if (job.name === 'boom') throw new Error('intentional');
-    if (job.name === 'slow') await hold;
-    return 'ok';
-  }, { connection, concurrency: 1 });
-  await queue.add('ok', {});
-  await queue.add('boom', {}, { attempts: 1 });
-  while ((await queue.getJobCounts('completed', 'failed')).failed < 1) await new Promise((r) => setTimeout(r, 50));
-  await queue.add('slow', {});
-  while ((await queue.getJobCounts('active')).active < 1) await new Promise((r) => setTimeout(r, 50));
-  for (let i = 0; i < 3; i++) await queue.add('plain', { i });
-  await queue.add('pri', {}, { priority: 1 });
-  await queue.add('pri', {}, { priority: 5 });
-  await queue.add('later', {}, { delay: 60000 });
-  const flow = new FlowProducer({ connection });
-  await flow.add({ name: 'parent', queueName: 'orders', data: {}, children: [{ name: 'child', queueName: 'orders' }] });
-  await flow.close();
-  if (scenario === 'paused') {
-    await queue.pause();
-    await queue.add('plain', { whilePaused: true });
-  }
-  await worker.close(true);
-  const counts = await queue.getJobCounts();
-  const paused = await queue.isPaused();
-  process.stdout.write(JSON.stringify({ counts, paused }));
-  await queue.close();
-  process.exit(0);
-})().catch((e) => { console.error(e); process.exit(1); });
-"""
-
-
 @pytest.mark.parametrize("lib", ["bullmq5", "bullmq6"])
 @pytest.mark.parametrize("scenario", ["running", "paused"])
 def test_bullmq_from_npm_equals_get_job_counts(redis_url: str, tmp_path: Path, lib: str, scenario: str) -> None:
-    libs = node_libs()
-    script = tmp_path / "bullmq.js"
-    script.write_text(BULLMQ_SCRIPT)
-    result = subprocess.run(
-        ["node", str(script), lib, redis_url, scenario],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "NODE_PATH": str(libs / "node_modules")},
-    )
-    assert result.returncode == 0, result.stderr
-    theirs = json.loads(result.stdout)
+    theirs = run_node(BULLMQ_SCRIPT, tmp_path, lib, redis_url, scenario)
     counts = theirs["counts"]
     queue = (read_queues(redis_url, {"name": "orders", "kind": "bullmq"}))["orders"]
     # 5.x counts paused jobs apart from waiting; 6.x leaves them in waiting with the paused flag set.
@@ -445,37 +374,8 @@ def test_bullmq_from_npm_equals_get_job_counts(redis_url: str, tmp_path: Path, l
     assert queue.paused is theirs["paused"] is (scenario == "paused")
 
 
-BULL_SCRIPT = r"""
-const [url] = process.argv.slice(2);
-const Queue = require('bull');
-(async () => {
-  const queue = new Queue('jobs', url);
-  for (let i = 0; i < 4; i++) await queue.add({ i });
-  await queue.add({ p: 1 }, { priority: 1 });
-  await queue.add({ later: true }, { delay: 60000 });
-  await queue.pause();
-  await queue.add({ whilePaused: true });
-  const counts = await queue.getJobCounts();
-  process.stdout.write(JSON.stringify({ counts, paused: await queue.isPaused() }));
-  await queue.close();
-  process.exit(0);
-})().catch((e) => { console.error(e); process.exit(1); });
-"""
-
-
 def test_bull_from_npm_equals_get_job_counts(redis_url: str, tmp_path: Path) -> None:
-    libs = node_libs()
-    script = tmp_path / "bull.js"
-    script.write_text(BULL_SCRIPT)
-    result = subprocess.run(
-        ["node", str(script), redis_url],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "NODE_PATH": str(libs / "node_modules")},
-    )
-    assert result.returncode == 0, result.stderr
-    theirs = json.loads(result.stdout)
+    theirs = run_node(BULL_SCRIPT, tmp_path, redis_url)
     queue = (read_queues(redis_url, {"name": "jobs", "kind": "bull"}))["jobs"]
     assert queue.depth == theirs["counts"]["waiting"] + theirs["counts"]["paused"] == 6
     assert queue.parts["delayed"] == theirs["counts"]["delayed"] == 1
