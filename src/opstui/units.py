@@ -93,20 +93,26 @@ def parse_size(value: object) -> int:
 def parse_time(value: object) -> float | None:
     """Unix seconds from a time as applications store it: unix seconds or milliseconds (a number, or digits as
     text or bytes), or ISO 8601 text (without a zone it is taken as UTC). None when it is none of these."""
-    from datetime import UTC, datetime
-
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
     if isinstance(value, str):
         text = value.strip()
+        if "-" in text[1:] or ":" in text:  # a date (log lines have one each): no number to try first
+            return _iso_time(text)
         try:
             value = float(text)
         except ValueError:
-            try:
-                moment = datetime.fromisoformat(text)
-            except ValueError:
-                return None
-            return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+            return _iso_time(text)
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
         return None
     return value / 1000.0 if value > 1e11 else float(value)
+
+
+def _iso_time(text: str) -> float | None:
+    from datetime import UTC, datetime
+
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()

@@ -6,7 +6,6 @@ a time wins (a stack trace after it does not hide it).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 
@@ -38,7 +37,7 @@ class LogActivitySource(Source):
         )
 
     async def collect(self) -> Facts:
-        return await asyncio.to_thread(self._read)
+        return await self.in_thread(self._read)
 
     def _read(self) -> Facts:
         if self.by_mtime:

@@ -8,7 +8,6 @@ counted. The SQL and Redis-counter variants of dispatch counts live with their s
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import json
 import time
@@ -25,21 +24,37 @@ KINDS = ("processed", "sent", "failed")
 
 
 class Rule:
-    """A match rule on a JSON line's fields, with a cheap byte test that rules most lines out before parsing."""
+    """A match rule on a JSON line's fields, with a cheap text test that rules most lines out before parsing."""
 
     def __init__(self, fields: Match) -> None:
         self.fields = dict(fields)
         # A string value appears in the raw line as its JSON text (when the writer does not escape it).
-        self.needles = [json.dumps(v).encode() for v in fields.values() if isinstance(v, str) and v.isascii()]
+        self.needles = tuple(json.dumps(v) for v in fields.values() if isinstance(v, str) and v.isascii())
+        self.byte_needles = tuple(needle.encode() for needle in self.needles)
+        self._checks = tuple((name, "." in name, value) for name, value in fields.items())
 
     def __bool__(self) -> bool:
         return bool(self.fields)
 
-    def may_match(self, raw: bytes) -> bool:
-        return all(needle in raw for needle in self.needles)
+    def may_match(self, raw: str) -> bool:
+        # A loop, not all(...): this runs for every line of the log, and the generator costs twice as much.
+        for needle in self.needles:  # noqa: SIM110
+            if needle not in raw:
+                return False
+        return True
+
+    def may_match_bytes(self, raw: bytes) -> bool:
+        return all(needle in raw for needle in self.byte_needles)
 
     def matches(self, line: Mapping[str, Any]) -> bool:
-        return all(_same(_field(line, name), value) for name, value in self.fields.items())
+        for name, dotted, wanted in self._checks:
+            found = _field(line, name) if dotted else line.get(name, _MISSING)
+            # In Python True == 1; in a log line `"success": 1` is not `"success": true`.
+            if found is wanted:
+                continue
+            if isinstance(found, bool) or isinstance(wanted, bool) or found != wanted:
+                return False
+        return True
 
 
 def _field(line: Mapping[str, Any], name: str) -> Any:
@@ -57,13 +72,6 @@ def _field(line: Mapping[str, Any], name: str) -> Any:
 _MISSING = object()
 
 
-def _same(found: Any, wanted: Any) -> bool:
-    # In Python True == 1; in a log line `"success": 1` is not `"success": true`.
-    if isinstance(found, bool) or isinstance(wanted, bool):
-        return found is wanted
-    return bool(found == wanted)
-
-
 class RunCount:
     """The counts of the latest run, fed one line at a time, oldest first."""
 
@@ -72,38 +80,51 @@ class RunCount:
         self.start = Rule(config.start)
         self.rules = {kind: Rule(getattr(config, kind)) for kind in KINDS}
         self.window = config.window
+        self.marks_runs = bool(self.start) and self.window is None
+        """Runs are bounded by start lines (and not by a time window)."""
         self.counts = dict.fromkeys(KINDS, 0)
         self.skipped = 0
         self.run_started_at: float | None = None
-        self.last_event_at: float | None = None
+        self.last_event: tuple[Any, float] | None = None
+        """The latest counted line's time field and when it was read; parsed only when shown."""
         self.events: collections.deque[tuple[float, str]] = collections.deque()
         """With a time window: (time, kind) of each counted or skipped line, oldest first."""
 
     def feed(self, raw: str, now: float) -> None:
-        text = raw.strip()
-        if not text:
+        if not raw or raw.isspace():
+            return
+        starts = self.marks_runs and self.start.may_match(raw)
+        kinds = [kind for kind, rule in self.rules.items() if rule and rule.may_match(raw)]
+        if not starts and not kinds:
+            # No rule can match, so only whether it is JSON matters: a line in braces is taken for JSON
+            # without parsing it (most lines of a busy log are of this sort).
+            text = raw.strip()
+            if not (text.startswith("{") and text.endswith("}")):
+                self._count("skipped", now)
             return
         try:
-            line = json.loads(text)
+            line = json.loads(raw)
         except ValueError:
             line = None
         if not isinstance(line, dict):
             self._count("skipped", now)
             return
-        at = parse_time(line.get(self.config.timestamp_field)) or now
-        if self.start and self.window is None and self.start.matches(line):
+        if starts and self.start.matches(line):
             self.counts = dict.fromkeys(KINDS, 0)
             self.skipped = 0
-            self.run_started_at = at
+            self.run_started_at = self._time(line, now)
             return
-        for kind, rule in self.rules.items():
-            if rule and rule.matches(line):
-                self._count(kind, at)
-                self.last_event_at = at
+        for kind in kinds:
+            if self.rules[kind].matches(line):
+                self.last_event = (line.get(self.config.timestamp_field), now)
+                self._count(kind, now, line)
 
-    def _count(self, kind: str, at: float) -> None:
+    def _time(self, line: Mapping[str, Any], now: float) -> float:
+        return parse_time(line.get(self.config.timestamp_field)) or now
+
+    def _count(self, kind: str, now: float, line: Mapping[str, Any] | None = None) -> None:
         if self.window is not None:
-            self.events.append((at, kind))
+            self.events.append((now if line is None else self._time(line, now), kind))
         elif kind == "skipped":
             self.skipped += 1
         else:
@@ -126,7 +147,7 @@ class RunCount:
             sent=counts["sent"],
             failed=counts["failed"],
             run_started_at=started,
-            last_event_at=self.last_event_at,
+            last_event_at=None if self.last_event is None else parse_time(self.last_event[0]) or self.last_event[1],
             skipped_lines=skipped,
             error=error,
         )
@@ -145,7 +166,7 @@ class DispatchLogSource(Source):
         self.detail = config.path
 
     async def collect(self) -> Facts:
-        return await asyncio.to_thread(self._read)
+        return await self.in_thread(self._read)
 
     def _read(self) -> Facts:
         now = time.time()
@@ -159,7 +180,7 @@ class DispatchLogSource(Source):
         return Facts(dispatch=(info,))
 
     def _feed(self, line: str, now: float) -> None:
-        if self.problem and self.count.start.matches(_loads(line)):
+        if self.problem and self.count.start.may_match(line) and self.count.start.matches(_loads(line)):
             self.problem = None  # a run started since: its counts are whole again
         self.count.feed(line, now)
 
@@ -200,12 +221,19 @@ class DispatchLogSource(Source):
         return None
 
     def _last_start_in(self, data: bytes) -> int | None:
+        """The offset of the last start line in `data` (whole lines). With a string the line must contain, found
+        with bytes.rfind, so 64 MB are searched at the speed of memory rather than line by line in Python."""
         start = self.count.start
+        needle = start.byte_needles[0] if start.byte_needles else None
         stop = len(data)
         while stop > 0:
-            begin = data.rfind(b"\n", 0, stop - 1) + 1
-            raw = data[begin:stop]
-            if start.may_match(raw) and start.matches(_loads(raw)):
+            at = stop - 1 if needle is None else data.rfind(needle, 0, stop)
+            if at < 0:
+                return None
+            begin = data.rfind(b"\n", 0, at) + 1
+            end = data.find(b"\n", at)
+            raw = data[begin : len(data) if end < 0 else end]
+            if start.may_match_bytes(raw) and start.matches(_loads(raw)):
                 return begin
             stop = begin
         return None

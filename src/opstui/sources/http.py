@@ -13,7 +13,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -301,6 +301,8 @@ class Selector:
 
     name: str
     labels: tuple[tuple[str, str], ...]
+    needles: tuple[str, ...]
+    """Each wanted label as it appears in an exposition line, name="escaped value", to skip lines cheaply."""
 
     @classmethod
     def parse(cls, text: str) -> Selector:
@@ -312,7 +314,9 @@ class Selector:
         labels = _labels(rest) if rest else {}
         if labels is None:
             raise ValueError(f'{text!r}: labels must be exact matches such as {{code="500"}}')
-        return cls(match.group(0), tuple(sorted(labels.items())))
+        escape = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n"})
+        needles = tuple(f'{name}="{value.translate(escape)}"' for name, value in sorted(labels.items()))
+        return cls(match.group(0), tuple(sorted(labels.items())), needles)
 
     def matches(self, labels: dict[str, str]) -> bool:
         return all(labels.get(name) == value for name, value in self.labels)
@@ -333,49 +337,35 @@ def _labels(text: str) -> dict[str, str] | None:
     return found
 
 
-def parse_samples(text: str, wanted: set[str]) -> Iterator[tuple[str, dict[str, str], float]]:
-    """(name, labels, value) of the samples of the wanted metrics in Prometheus text (or OpenMetrics) format."""
-    for line in text.splitlines():
-        if not line or line[0] == "#":
-            continue
-        cut = len(line)
-        for mark in ("{", " ", "\t"):
-            at = line.find(mark)
-            if 0 <= at < cut:
-                cut = at
-        name = line[:cut]
-        if name not in wanted:
-            continue
-        rest = line[cut:]
-        labels: dict[str, str] = {}
-        if rest.startswith("{"):
-            close = _closing_brace(rest)
-            parsed = _labels(rest[: close + 1]) if close >= 0 else None
-            if parsed is None:
-                continue
-            labels, rest = parsed, rest[close + 1 :]
-        fields = rest.split()
-        if not fields:
-            continue
+def sum_selected(text: str, selectors: Sequence[Selector]) -> dict[Selector, float]:
+    """The sum of the samples each selector matches, in Prometheus text (or OpenMetrics) format.
+
+    One regular expression finds the lines of the selected metrics (the rest of the page is skipped in C), and a
+    line's labels are parsed only when every label a selector asks for appears in it as written.
+    """
+    by_name: dict[str, list[Selector]] = {}
+    for selector in selectors:
+        by_name.setdefault(selector.name, []).append(selector)
+    names = "|".join(re.escape(name) for name in sorted(by_name, key=len, reverse=True))
+    # The label set runs to the last "}" of its line: only numbers follow it.
+    lines = re.compile(rf"^({names})(\{{[^\n]*\}})?[ \t]+([^ \t\n]+)", re.MULTILINE)
+    sums: dict[Selector, float] = {}
+    for match in lines.finditer(text):
+        name, label_text, number = match.groups()
         try:
-            value = float(fields[0])
+            value = float(number)
         except ValueError:
             continue
-        yield name, labels, value
-
-
-def _closing_brace(text: str) -> int:
-    quoted = escaped = False
-    for i, char in enumerate(text):
-        if escaped:
-            escaped = False
-        elif char == "\\":
-            escaped = True
-        elif char == '"':
-            quoted = not quoted
-        elif char == "}" and not quoted:
-            return i
-    return -1
+        labels: dict[str, str] | None = None
+        for selector in by_name[name]:
+            if selector.labels:
+                if not label_text or not all(needle in label_text for needle in selector.needles):
+                    continue
+                labels = labels if labels is not None else (_labels(label_text) or {})
+                if not selector.matches(labels):
+                    continue
+            sums[selector] = sums.get(selector, 0.0) + value
+    return sums
 
 
 class PrometheusSource(HttpSource):
@@ -385,7 +375,6 @@ class PrometheusSource(HttpSource):
         super().__init__(f"prometheus {config.name}", config.url, interval=config.interval, timeout=config.timeout)
         self.config = config
         self.metrics = [(m, Selector.parse(m.select)) for m in config.metrics]
-        self.wanted = {selector.name for _, selector in self.metrics}
         self.detail = self.shown_url
 
     async def collect(self) -> Facts:
@@ -395,11 +384,7 @@ class PrometheusSource(HttpSource):
             raise SourceUnavailable(f"{self.shown_url} answered HTTP {status} {reason}".strip())
         if "html" in kind.lower() or text.lstrip().startswith("<"):
             raise SourceUnavailable(f"{self.shown_url} answered with an HTML page, not Prometheus metrics")
-        sums: dict[Selector, float] = {}
-        for name, labels, value in parse_samples(text, self.wanted):
-            for _, selector in self.metrics:
-                if selector.name == name and selector.matches(labels):
-                    sums[selector] = sums.get(selector, 0.0) + value
+        sums = sum_selected(text, [selector for _, selector in self.metrics])
         return Facts(checks=tuple(self._check(m, s, sums.get(s)) for m, s in self.metrics))
 
     def _check(self, metric: PrometheusMetricConfig, selector: Selector, value: float | None) -> CheckInfo:

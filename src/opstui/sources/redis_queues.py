@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +28,8 @@ EXPECTED_TYPE = {
     "HLEN": "hash",
     "HEXISTS": "hash",
     "XINFO": "stream",
+    "XLEN": "stream",
+    "XREVRANGE": "stream",
     "GET": "string",
     "MGET": "string",
 }
@@ -44,7 +46,8 @@ class Replies:
     """One reader's replies by label. An error reply is recorded with its command, never raised."""
 
     values: Mapping[str, Any]
-    commands: Mapping[str, Command]
+    plan: Sequence[tuple[str, Command]]
+    """The (label, command) pairs the values answer, in order."""
     types: Mapping[str, str] = field(default_factory=dict)
     """The actual type of each key that got a WRONGTYPE reply this tick."""
     errors: list[tuple[Command, Exception]] = field(default_factory=list)
@@ -53,12 +56,18 @@ class Replies:
         """The reply, or None when it is an error (which is then recorded)."""
         value = self.values[label]
         if isinstance(value, Exception):
-            self.errors.append((self.commands[label], value))
+            self.errors.append((self.command(label), value))
             return None
         return value
 
+    def command(self, label: str) -> Command:
+        return next(cmd for name, cmd in self.plan if name == label)
+
     def count(self, label: str) -> int | None:
         """An integer reply (a missing key counts 0), or None when the command failed."""
+        value = self.values[label]
+        if value.__class__ is int:
+            return int(value)
         value = self.raw(label)
         if value is None:
             return None if isinstance(self.values[label], Exception) else 0
@@ -76,6 +85,8 @@ class Replies:
 
 def describe_errors(r: Replies) -> str | None:
     """The errors recorded while reading, one per key, as a person would want them: what is wrong with which key."""
+    if not r.errors:
+        return None
     said: dict[str, str] = {}
     for command, exc in r.errors:
         raw_key = key_of(command)
@@ -118,17 +129,26 @@ class Layout(abc.ABC):
 
     def __init__(self, config: RedisQueueConfig) -> None:
         self.config = config
+        self._fixed = self.fixed()
 
-    @abc.abstractmethod
     def commands(self, now: float) -> list[tuple[str, Command]]:
         """(label, command) pairs; identical commands of several queues are sent once."""
+        return self._fixed + self.timed(now)
+
+    @abc.abstractmethod
+    def fixed(self) -> list[tuple[str, Command]]:
+        """The commands that are the same every tick (built once: a thousand queues are thousands of them)."""
+
+    def timed(self, now: float) -> list[tuple[str, Command]]:
+        """The commands that take the current time (counts of what is due)."""
+        return []
 
     @abc.abstractmethod
     def read(self, r: Replies, now: float) -> Reading: ...
 
 
 class ListLayout(Layout):
-    def commands(self, now: float) -> list[tuple[str, Command]]:
+    def fixed(self) -> list[tuple[str, Command]]:
         return [("len", ("LLEN", self.config.redis_key))]
 
     def read(self, r: Replies, now: float) -> Reading:
@@ -136,12 +156,11 @@ class ListLayout(Layout):
 
 
 class ZsetLayout(Layout):
-    def commands(self, now: float) -> list[tuple[str, Command]]:
-        key = self.config.redis_key
-        cmds: list[tuple[str, Command]] = [("len", ("ZCARD", key))]
-        if self.config.due:
-            cmds.append(("due", ("ZCOUNT", key, "-inf", repr(now))))
-        return cmds
+    def fixed(self) -> list[tuple[str, Command]]:
+        return [("len", ("ZCARD", self.config.redis_key))]
+
+    def timed(self, now: float) -> list[tuple[str, Command]]:
+        return [("due", ("ZCOUNT", self.config.redis_key, "-inf", repr(now)))] if self.config.due else []
 
     def read(self, r: Replies, now: float) -> Reading:
         due = known([("due", r.count("due"))]) if self.config.due else {}
@@ -152,23 +171,26 @@ class StreamLayout(Layout):
     """A stream read by consumer groups: the depth is the group's lag (entries not yet delivered to it).
 
     Redis 7 reports `lag` per group, but as nil when it cannot compute it (entries deleted with XDEL); Redis 6.2
-    does not report it at all. Then the lag is 0 only if the group has read up to the stream's last id, and
-    otherwise unknown: shown as unknown, never as 0.
+    does not report it at all. Then the lag is 0 only if the group has read past the newest entry, and otherwise
+    unknown: shown as unknown, never as 0.
     """
 
-    def commands(self, now: float) -> list[tuple[str, Command]]:
+    def fixed(self) -> list[tuple[str, Command]]:
         key = self.config.redis_key
-        return [("stream", ("XINFO", "STREAM", key)), ("groups", ("XINFO", "GROUPS", key))]
+        return [
+            ("entries", ("XLEN", key)),
+            ("groups", ("XINFO", "GROUPS", key)),
+            ("newest", ("XREVRANGE", key, "+", "-", "COUNT", "1")),
+        ]
 
     def read(self, r: Replies, now: float) -> Reading:
-        if r.failed_with("stream", "no such key"):
-            return Reading(0, {"entries": 0})  # XINFO errors where XLEN would say 0: an empty stream
-        stream = _pairs(r.raw("stream"))
-        groups = [_pairs(g) for g in (r.raw("groups") or [])] if not r.failed_with("groups", "no such key") else []
-        if not stream:
+        entries = r.count("entries")
+        if entries is None:
             return Reading(None)
-        entries = int(stream.get("length", 0))
-        last_id = stream.get("last-generated-id")
+        # XINFO GROUPS says "no such key" where XLEN says 0: an empty stream, nobody reading it yet.
+        groups = [] if r.failed_with("groups", "no such key") else [_pairs(g) for g in (r.raw("groups") or [])]
+        newest = r.raw("newest")
+        newest_id = _stream_id(newest[0][0]) if newest else None
         wanted = self.config.group
         if wanted is not None:
             groups = [g for g in groups if _decode(g.get("name")) == wanted]
@@ -176,7 +198,7 @@ class StreamLayout(Layout):
                 return Reading(None, {"entries": entries}, note=f"stream {self.config.redis_key} has no group {wanted}")
         elif not groups:
             return Reading(entries, {"entries": entries})  # nobody consumes it: every entry waits
-        lags = [(_lag(g, last_id), g) for g in groups]
+        lags = [(_lag(g, newest_id), g) for g in groups]
         # The group furthest behind decides; a group whose lag is unknown could be anywhere.
         lag, group = max(lags, key=lambda lg: float("inf") if lg[0] is None else lg[0])
         parts = known(
@@ -198,11 +220,21 @@ class StreamLayout(Layout):
         return Reading(lag, parts, note=note)
 
 
-def _lag(group: dict[str, Any], last_id: Any) -> int | None:
+def _lag(group: dict[str, Any], newest_id: tuple[int, int] | None) -> int | None:
     lag = group.get("lag")
     if lag is not None:
         return int(lag)
-    return 0 if group.get("last-delivered-id") == last_id else None
+    delivered = _stream_id(group.get("last-delivered-id"))
+    return 0 if newest_id is None or (delivered is not None and delivered >= newest_id) else None
+
+
+def _stream_id(value: Any) -> tuple[int, int] | None:
+    """A stream entry id ("1714557600000-3") as (ms, seq), so ids compare in order."""
+    try:
+        ms, _, seq = _decode(value).partition("-")
+        return int(ms), int(seq or 0)
+    except ValueError:
+        return None
 
 
 def _pairs(reply: Any) -> dict[str, Any]:
@@ -220,7 +252,7 @@ class BullMQLayout(Layout):
     """BullMQ 5.x/6.x: waiting = wait + paused (5.x moves paused jobs there; 6.x leaves them in wait, but a
     queue paused under 5.x keeps its list), prioritized separately; the paused flag is `meta.paused`."""
 
-    def commands(self, now: float) -> list[tuple[str, Command]]:
+    def fixed(self) -> list[tuple[str, Command]]:
         b = f"{self.config.key_prefix}:{self.config.queue_name}"
         return [
             ("wait", ("LLEN", f"{b}:wait")),
@@ -260,7 +292,7 @@ class BullMQLayout(Layout):
 class BullLayout(Layout):
     """Bull 3.x/4.x: prioritized jobs sit inside wait/paused (`:priority` is only an index, never counted)."""
 
-    def commands(self, now: float) -> list[tuple[str, Command]]:
+    def fixed(self) -> list[tuple[str, Command]]:
         b = f"{self.config.key_prefix}:{self.config.queue_name}"
         return [
             ("wait", ("LLEN", f"{b}:wait")),
@@ -293,21 +325,26 @@ class RQLayout(Layout):
     """RQ 1.x-3.x: the queue list plus its registries. The registries' scores are expiry times; RQ's cleanup
     drops entries with scores in [0, now] before it counts, so the live count is ZCARD - ZCOUNT(0, now)."""
 
-    def commands(self, now: float) -> list[tuple[str, Command]]:
-        p, q, t = self.config.key_prefix, self.config.queue_name, str(int(now))
+    def fixed(self) -> list[tuple[str, Command]]:
+        p, q = self.config.key_prefix, self.config.queue_name
         return [
             ("queued", ("LLEN", f"{p}:queue:{q}")),
             ("started", ("ZCARD", f"{p}:wip:{q}")),
-            ("started_expired", ("ZCOUNT", f"{p}:wip:{q}", "0", t)),
             ("failed", ("ZCARD", f"{p}:failed:{q}")),
-            ("failed_expired", ("ZCOUNT", f"{p}:failed:{q}", "0", t)),
             ("finished", ("ZCARD", f"{p}:finished:{q}")),
-            ("finished_expired", ("ZCOUNT", f"{p}:finished:{q}", "0", t)),
             ("scheduled", ("ZCARD", f"{p}:scheduled:{q}")),
-            ("scheduled_due", ("ZCOUNT", f"{p}:scheduled:{q}", "-inf", t)),
             ("deferred", ("ZCARD", f"{p}:deferred:{q}")),
             ("canceled", ("ZCARD", f"{p}:canceled:{q}")),
             ("suspended", ("EXISTS", f"{p}:suspended")),
+        ]
+
+    def timed(self, now: float) -> list[tuple[str, Command]]:
+        p, q, t = self.config.key_prefix, self.config.queue_name, str(int(now))
+        return [
+            ("started_expired", ("ZCOUNT", f"{p}:wip:{q}", "0", t)),
+            ("failed_expired", ("ZCOUNT", f"{p}:failed:{q}", "0", t)),
+            ("finished_expired", ("ZCOUNT", f"{p}:finished:{q}", "0", t)),
+            ("scheduled_due", ("ZCOUNT", f"{p}:scheduled:{q}", "-inf", t)),
         ]
 
     def read(self, r: Replies, now: float) -> Reading:
@@ -338,19 +375,22 @@ class RQLayout(Layout):
 class CeleryLayout(Layout):
     """Celery on kombu's Redis transport: one list per priority step; `unacked` is shared by the broker db."""
 
-    def _lists(self) -> list[tuple[int, str]]:
-        q, sep = self.config.queue_name, self.config.sep
-        return [(s, q if s == 0 else f"{q}{sep}{s}") for s in self.config.priority_steps]
+    def __init__(self, config: RedisQueueConfig) -> None:
+        q, sep = config.queue_name, config.sep
+        self.lists = [(s, q if s == 0 else f"{q}{sep}{s}") for s in config.priority_steps]
+        super().__init__(config)
 
-    def commands(self, now: float) -> list[tuple[str, Command]]:
+    def fixed(self) -> list[tuple[str, Command]]:
         gp = self.config.key_prefix
-        cmds: list[tuple[str, Command]] = [(f"priority_{s}", ("LLEN", gp + key)) for s, key in self._lists()]
+        cmds: list[tuple[str, Command]] = [(f"priority_{s}", ("LLEN", gp + key)) for s, key in self.lists]
+        return [*cmds, ("unacked", ("HLEN", f"{gp}unacked"))]
+
+    def timed(self, now: float) -> list[tuple[str, Command]]:
         cutoff = repr(now - self.config.visibility_timeout)
-        cmds += [("unacked", ("HLEN", f"{gp}unacked")), ("overdue", ("ZCOUNT", f"{gp}unacked_index", "-inf", cutoff))]
-        return cmds
+        return [("overdue", ("ZCOUNT", f"{self.config.key_prefix}unacked_index", "-inf", cutoff))]
 
     def read(self, r: Replies, now: float) -> Reading:
-        lists = [(f"priority_{s}", r.count(f"priority_{s}")) for s, _ in self._lists()]
+        lists = [(f"priority_{s}", r.count(f"priority_{s}")) for s, _ in self.lists]
         parts = known(lists if len(lists) > 1 else [])
         # Reserved by workers (prefetched, ETA/countdown, acks_late running), for every queue of this db.
         parts |= known([("unacked", r.count("unacked")), ("unacked_overdue", r.count("overdue"))])
@@ -360,7 +400,7 @@ class CeleryLayout(Layout):
 class SidekiqLayout(Layout):
     """Sidekiq: `queue:<name>` (behind a redis-namespace prefix before 7.0); latency from the oldest job."""
 
-    def commands(self, now: float) -> list[tuple[str, Command]]:
+    def fixed(self) -> list[tuple[str, Command]]:
         ns = f"{self.config.key_prefix}:" if self.config.key_prefix else ""
         key = f"{ns}queue:{self.config.queue_name}"
         return [("enqueued", ("LLEN", key)), ("oldest", ("LINDEX", key, "-1"))]
