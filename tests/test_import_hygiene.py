@@ -17,6 +17,7 @@ HEADLESS = [
     "opstui.sources.dispatch",
     "opstui.sources.activity",
     "opstui.sources.http",
+    "opstui._httpx",
     "opstui.daemon",
     "opstui.check",
     "opstui.config",
@@ -80,3 +81,5 @@ def test_a_config_imports_only_the_client_libraries_it_uses(
     modules = set(result.stdout.strip().split(","))
     assert set(loaded) <= modules, result.stdout
     assert not set(not_loaded) & modules, f"imported {set(not_loaded) & modules} without needing them"
+    # httpx's own CLI would bring in Rich (see opstui._httpx): the daemon must never load it.
+    assert not {"rich", "textual"} & modules, f"loaded {sorted({'rich', 'textual'} & modules)}"

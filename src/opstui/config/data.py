@@ -58,10 +58,11 @@ def _table_name(value: str) -> str:
 def _url_with_scheme(schemes: tuple[str, ...], example: str) -> Any:
     def check(value: str) -> str:
         try:
-            scheme = urlsplit(value).scheme
-        except ValueError:
-            scheme = ""
-        if scheme not in schemes:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018  (raises ValueError for a port that is not a number)
+        except ValueError as exc:
+            raise ValueError(f"{exc}; expected a URL like '{example}'") from None
+        if parts.scheme not in schemes:
             raise ValueError(f"expected a URL like '{example}'")
         return value
 

@@ -8,10 +8,13 @@ that cannot be read is the source's error, since then there is no value to show.
 
 from __future__ import annotations
 
+import asyncio
 import html
 import json
 import math
 import re
+import socket
+import ssl
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -19,6 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from opstui import __version__
+from opstui._httpx import httpx
 from opstui.config.data import HealthConfig, PrometheusConfig, PrometheusMetricConfig
 from opstui.errors import SourceError, SourceTimeout, SourceUnavailable
 from opstui.model import CheckInfo, Facts, HealthComponent, HealthInfo, Level
@@ -57,13 +61,13 @@ class HttpSource(Source):
         self.address = f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
         self.request_timeout = timeout
         self.verify = verify
-        self._client: Any = None
+        self._client: httpx.AsyncClient | None = None
 
-    def client(self) -> Any:
+    async def client(self) -> httpx.AsyncClient:
         if self._client is None:
-            import httpx
-
-            self._client = httpx.AsyncClient(
+            # Building the client loads the CA bundle (tens of milliseconds): not on the event loop.
+            self._client = await asyncio.to_thread(
+                httpx.AsyncClient,
                 timeout=self.request_timeout,
                 verify=self.verify,
                 follow_redirects=True,
@@ -76,11 +80,10 @@ class HttpSource(Source):
 
         Raises SourceError with the reason a person can act on (refused, unresolvable, TLS, timeout).
         """
-        import httpx
-
+        client = await self.client()
         started = time.perf_counter()
         try:
-            async with self.client().stream("GET", self.url, headers={"Accept": accept}) as response:
+            async with client.stream("GET", self.url, headers={"Accept": accept}) as response:
                 body = bytearray()
                 async for chunk in response.aiter_bytes():
                     body += chunk
@@ -100,9 +103,6 @@ class HttpSource(Source):
 
     def _connect_problem(self, exc: BaseException) -> str:
         """What went wrong connecting: httpx says "All connection attempts failed" and keeps the reason beneath."""
-        import socket
-        import ssl
-
         chain = _chain(exc)
         if any(isinstance(e, ConnectionRefusedError) for e in chain):
             return f"connection refused at {self.address}"

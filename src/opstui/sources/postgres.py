@@ -20,6 +20,8 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
 
+import asyncpg
+
 from opstui.config.data import (
     PostgresActivityConfig,
     PostgresConfig,
@@ -333,8 +335,6 @@ class PostgresSource(Source):
         raise AssertionError("unreachable: the second attempt returns or raises")
 
     async def _read(self, reader: Reader, session: Session) -> Item:
-        import asyncpg
-
         try:
             return await reader.read(session)
         except asyncpg.PostgresError as exc:
@@ -345,8 +345,6 @@ class PostgresSource(Source):
     async def _connection(self) -> Any:
         if self._conn is not None and not self._conn.is_closed():
             return self._conn
-        import asyncpg
-
         timeout = self.config.timeout
         try:
             conn = await asyncpg.connect(
@@ -368,8 +366,6 @@ class PostgresSource(Source):
         return conn
 
     def _failure(self, exc: BaseException) -> SourceError:
-        import asyncpg
-
         where = self.address
         text = str(exc).strip()
         if isinstance(exc, TimeoutError):
@@ -412,8 +408,6 @@ def _connection_level(exc: Exception) -> bool:
 
 
 def _query_error(exc: Exception, timeout: float) -> str:
-    import asyncpg
-
     if isinstance(exc, asyncpg.QueryCanceledError):
         return f"the query took longer than {format_duration(timeout)} (statement_timeout)"
     if isinstance(exc, asyncpg.ReadOnlySQLTransactionError):

@@ -20,6 +20,19 @@ from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
+import redis
+from redis.backoff import NoBackoff
+from redis.exceptions import (
+    AuthenticationError,
+    BusyLoadingError,
+    ConnectionError,
+    InvalidResponse,
+    RedisError,
+    ResponseError,
+)
+from redis.exceptions import TimeoutError as RedisTimeout
+from redis.retry import Retry
+
 from opstui.config.data import RedisActivityConfig, RedisConfig, RedisDispatchConfig, RedisLockConfig
 from opstui.errors import SourceError, SourceTimeout, SourceUnavailable
 from opstui.model import ActivityInfo, DispatchInfo, Facts, LockInfo, LockState, QueueInfo, RedisMemory
@@ -270,7 +283,7 @@ class RedisSource(Source):
         self.readers += [LockReader(name, lock) for lock in config.locks]
         self.readers += [ActivityReader(name, activity) for activity in config.activity]
         self.readers += [CounterReader(name, counters) for counters in config.dispatch]
-        self._pool: Any = None
+        self._pool: redis.ConnectionPool | None = None
         self._encoded: dict[Command, bytes] = {}
 
     async def collect(self) -> Facts:
@@ -315,8 +328,6 @@ class RedisSource(Source):
 
     def round_trip(self, commands: Sequence[Command]) -> list[Any]:
         """Send the commands in one write and read every reply, in order; an error reply stays a reply."""
-        from redis.exceptions import RedisError
-
         previous, encoded = self._encoded, {}
         for cmd in commands:
             encoded[cmd] = previous.get(cmd) or _encode(cmd)
@@ -324,7 +335,7 @@ class RedisSource(Source):
         payload = b"".join([encoded[cmd] for cmd in commands])
         pool = self._connection_pool()
         try:
-            conn = pool.get_connection()
+            conn: Any = pool.get_connection()  # redis-py's Connection methods are untyped
         except RedisError as exc:
             raise self._failure(exc) from None
         try:
@@ -339,12 +350,8 @@ class RedisSource(Source):
         finally:
             pool.release(conn)
 
-    def _connection_pool(self) -> Any:
+    def _connection_pool(self) -> redis.ConnectionPool:
         if self._pool is None:
-            import redis
-            from redis.backoff import NoBackoff
-            from redis.retry import Retry
-
             self._pool = redis.ConnectionPool.from_url(
                 self.config.url,
                 protocol=2,  # RESP2 replies have one shape on every server version we read
@@ -356,9 +363,6 @@ class RedisSource(Source):
         return self._pool
 
     def _failure(self, exc: Exception) -> SourceError:
-        from redis.exceptions import AuthenticationError, BusyLoadingError, ResponseError
-        from redis.exceptions import TimeoutError as RedisTimeout
-
         text = str(exc).rstrip(".")
         where = self.address
         if isinstance(exc, AuthenticationError):
@@ -404,8 +408,6 @@ def read_replies(conn: Any, count: int) -> list[Any]:
     formats the server's address and resets its buffer for each one), which dominates a tick of a thousand
     queues. The connection (connect, AUTH, SELECT, TLS, timeouts) stays redis-py's; only the reading is ours.
     """
-    from redis.exceptions import ConnectionError
-
     sock = conn._sock  # redis-py keeps its socket here in every version we support
     if sock is None:
         raise ConnectionError("Connection closed by server.")
@@ -427,9 +429,6 @@ def read_replies(conn: Any, count: int) -> list[Any]:
 
 
 def _receive(sock: Any) -> bytes:
-    from redis.exceptions import ConnectionError
-    from redis.exceptions import TimeoutError as RedisTimeout
-
     try:
         chunk: bytes = sock.recv(1 << 17)
     except TimeoutError:  # the socket's timeout (socket.timeout)
@@ -470,15 +469,11 @@ def _parse(buf: bytes, pos: int) -> tuple[Any, int]:
         return buf[pos + 1 : end], end + 2
     if kind == 45:  # "-" error
         return _error(buf[pos + 1 : end].decode("utf-8", "replace")), end + 2
-    from redis.exceptions import InvalidResponse
-
     raise InvalidResponse(f"Protocol error, got {chr(kind)!r} as reply type byte")
 
 
 def _error(message: str) -> Exception:
     """An error reply: about one command (kept as its reply), or about the connection (raised)."""
-    from redis.exceptions import AuthenticationError, BusyLoadingError, ResponseError
-
     if message.startswith(("NOAUTH", "WRONGPASS")):
         raise AuthenticationError(message)
     if message.startswith("LOADING"):
