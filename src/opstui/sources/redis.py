@@ -4,9 +4,9 @@ Every command of every item is sent in one pipeline (identical commands once) an
 own: an error reply (a key of the wrong type, a command the ACL forbids) becomes that item's error while the
 rest of the server reads fine; only a connection problem fails the whole source.
 
-The round trip uses redis-py's synchronous connection in a worker thread, with the commands encoded once and
-the replies read one by one: redis-py's asyncio pipeline spends about 12 µs of CPU per command, three times the
-synchronous path, and a thousand queues are several thousand commands (see docs/performance.md).
+The round trip uses redis-py's synchronous connection in a worker thread (its asyncio pipeline spends three
+times the CPU per command), with each command encoded once and all the replies parsed in one pass from the
+connection's socket: a thousand queues are several thousand commands (see docs/performance.md).
 """
 
 from __future__ import annotations
@@ -22,14 +22,8 @@ from urllib.parse import urlsplit
 
 import redis
 from redis.backoff import NoBackoff
-from redis.exceptions import (
-    AuthenticationError,
-    BusyLoadingError,
-    ConnectionError,
-    InvalidResponse,
-    RedisError,
-    ResponseError,
-)
+from redis.exceptions import AuthenticationError, BusyLoadingError, InvalidResponse, RedisError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeout
 from redis.retry import Retry
 
@@ -57,7 +51,8 @@ class Reader(abc.ABC):
     def commands(self, now: float) -> Plan: ...
 
     @abc.abstractmethod
-    def read(self, r: Replies, now: float, trip: Trip) -> Item: ...
+    def read(self, r: Replies, now: float, trip: Trip) -> Item | None:
+        """The item, or None when there is nothing to show (INFO forbidden by an ACL)."""
 
 
 class QueueReader(Reader):
@@ -68,7 +63,7 @@ class QueueReader(Reader):
     def commands(self, now: float) -> Plan:
         return self.layout.commands(now)
 
-    def read(self, r: Replies, now: float, trip: Trip) -> Item:
+    def read(self, r: Replies, now: float, trip: Trip) -> Item | None:
         config = self.layout.config
         reading = self.layout.read(r, now)
         error = describe_errors(r) or reading.note
@@ -94,8 +89,11 @@ class MemoryReader(Reader):
     def commands(self, now: float) -> Plan:
         return [("info", ("INFO", "memory"))]
 
-    def read(self, r: Replies, now: float, trip: Trip) -> Item:
-        info = dict(re.findall(r"^(\w+):(.*?)\r?$", r.text("info") or "", re.MULTILINE))
+    def read(self, r: Replies, now: float, trip: Trip) -> Item | None:
+        text = r.text("info")
+        if text is None:
+            return None
+        info = dict(re.findall(r"^(\w+):(.*?)\r?$", text, re.MULTILINE))
         limit = int(info.get("maxmemory", 0))
         return RedisMemory(
             name=self.name, used_bytes=int(info.get("used_memory", 0)), source=self.source, max_bytes=limit or None
@@ -112,7 +110,7 @@ class LockReader(Reader):
     def commands(self, now: float) -> Plan:
         return [("holder", ("GET", self.config.key)), ("pttl", ("PTTL", self.config.key))]
 
-    def read(self, r: Replies, now: float, trip: Trip) -> Item:
+    def read(self, r: Replies, now: float, trip: Trip) -> Item | None:
         holder, pttl = r.text("holder"), r.count("pttl")
         error = describe_errors(r)
         expected = self.config.expected_holder
@@ -180,7 +178,7 @@ class ActivityReader(Reader):
             return self._reads([self.config.key])
         return self._scan() + self._reads(list(self.newest))
 
-    def read(self, r: Replies, now: float, trip: Trip) -> Item:
+    def read(self, r: Replies, now: float, trip: Trip) -> Item | None:
         if self.config.key is not None:
             last = self._times(r, [self.config.key.encode()], now)[0]
             detail = f"key {self.config.key}"
@@ -243,7 +241,7 @@ class CounterReader(Reader):
         ]
         return [(label, ("GET", key)) for label, key in keys]
 
-    def read(self, r: Replies, now: float, trip: Trip) -> Item:
+    def read(self, r: Replies, now: float, trip: Trip) -> Item | None:
         counts: dict[str, int] = {}
         problems = []
         for label in ("processed", "sent", "failed"):
@@ -410,7 +408,7 @@ def read_replies(conn: Any, count: int) -> list[Any]:
     """
     sock = conn._sock  # redis-py keeps its socket here in every version we support
     if sock is None:
-        raise ConnectionError("Connection closed by server.")
+        raise RedisConnectionError("Connection closed by server.")
     data, pos, out = b"", 0, list[Any]()
     while len(out) < count:
         if data[pos : pos + 1] == b":":  # most replies are counts: read them without a call
@@ -434,9 +432,9 @@ def _receive(sock: Any) -> bytes:
     except TimeoutError:  # the socket's timeout (socket.timeout)
         raise RedisTimeout("Timeout reading from socket") from None
     except OSError as exc:
-        raise ConnectionError(f"Error while reading from socket: {exc}") from None
+        raise RedisConnectionError(f"Error while reading from socket: {exc}") from None
     if not chunk:
-        raise ConnectionError("Connection closed by server.")
+        raise RedisConnectionError("Connection closed by server.")
     return chunk
 
 
