@@ -245,3 +245,20 @@ async def test_a_dead_server_keeps_the_last_good_values_aged_and_recovers_by_its
         await engine.stop()
     finally:
         server.stop()
+
+
+def test_commands_an_acl_forbids_are_errors_of_the_items_that_need_them(own_redis: EmbeddedRedis) -> None:
+    admin = redis.Redis(port=own_redis.port)
+    admin.execute_command("ACL", "SETUSER", "watcher", "on", ">watch-only-pw", "~*", "+@read", "-zcard", "-info")
+    admin.lpush("queue:incoming", "a", "b")
+    admin.lpush("bull:mail:wait", "1")
+    url = f"redis://watcher:watch-only-pw@127.0.0.1:{own_redis.port}/0"
+    facts = collect(
+        source(url, queues=[{"name": "incoming", "key": "queue:incoming"}, {"name": "mail", "kind": "bullmq"}])
+    )
+    queues = {q.name: q for q in facts.queues}
+    assert queues["incoming"].depth == 2 and queues["incoming"].error is None
+    mail = queues["mail"]
+    assert mail.depth is None and mail.parts["waiting"] == 1 and mail.parts["active"] == 0
+    assert mail.error is not None and mail.error.startswith("ZCARD bull:mail:prioritized: NOPERM")
+    assert facts.redis_memory == ()  # INFO is forbidden: no row rather than a made-up 0 bytes

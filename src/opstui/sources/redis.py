@@ -356,7 +356,7 @@ class RedisSource(Source):
                 socket_timeout=self.config.timeout,
                 socket_connect_timeout=self.config.timeout,
                 retry=Retry(NoBackoff(), 0),  # a failed tick is retried by the next tick, not inside this one
-                client_name="opstui",
+                # No client_name: CLIENT SETNAME on connect would fail for a read-only ACL user.
             )
         return self._pool
 
