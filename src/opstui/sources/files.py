@@ -68,16 +68,16 @@ class FollowedFile:
         return NewLines(lines, restarted=restarted)
 
     def open_at_end(self) -> int:
-        """Start following at the current end without reading anything; returns that offset (the size then).
+        """Start following at the end of the file's last complete line, reading nothing; returns that offset.
 
         With `read_at` this lets a reader look back through what the file held when following began, with
-        nothing lost or read twice between that look and the first `read_new`.
+        nothing lost or read twice between that look and the first `read_new`; a last line still being written
+        is returned by `read_new` once it is complete.
         """
         if self._fd is None:
             if not self.exists():
                 raise SourceUnavailable(f"{self.path} does not exist (yet)")
             self._open(at_end=True)
-            # A last line still being written is left for read_new, which returns it once it is complete.
             tail = self.read_at(max(0, self._offset - MAX_LINE), min(self._offset, MAX_LINE))
             if tail and not tail.endswith(b"\n") and b"\n" in tail:
                 self._offset -= len(tail) - tail.rindex(b"\n") - 1
