@@ -169,6 +169,8 @@ def test_plain_text_html_and_garbage_bodies(server: Server) -> None:
     )
     info = check(f"{server.url}/garbage")
     assert not info.ok and info.error is not None and info.error.startswith("answered 200 with a body that is not JSON")
+    server.answer("/error", 500, {"status": "error", "version": "1.4.2"})
+    assert check(f"{server.url}/error").error == "says error (HTTP 500)"
     server.answer("/empty", 204, b"")
     assert check(f"{server.url}/empty").ok
     assert check(f"{server.url}/empty", expect_status=[200]).error == "HTTP 204 No Content"

@@ -150,12 +150,16 @@ class HealthSource(HttpSource):
             return Facts(health=(self._info(ok=False, error=str(exc)),))
         expected = status in self.config.expect_status if self.config.expect_status else 200 <= status < 300
         answer = read_health(body, kind)
-        problem = answer.error
-        if problem is None and not expected and not answer.failing and answer.good is not False:
+        problem: str | None = None
+        if answer.error is not None:
+            problem = f"answered {status} {answer.error}"
+        elif answer.failing:
+            problem = None  # the failing components say what is wrong
+        elif answer.good is False:
+            problem = f"says {answer.overall} (HTTP {status})"
+        elif not expected:
             problem = f"HTTP {status} {reason}".strip()
-        elif problem is not None:
-            problem = f"answered {status} {problem}"
-        ok = expected and problem is None and answer.good is not False and not answer.failing
+        ok = expected and problem is None and not answer.failing
         info = self._info(
             ok=ok,
             status_code=status,
