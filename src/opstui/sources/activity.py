@@ -59,7 +59,7 @@ class LogActivitySource(Source):
             if newest is not None:
                 self.last_at = newest
         activity = ActivityInfo(
-            key=f"{self.name}/{self.config.name}",
+            key=self.name,  # one item per source: the source's name is its row key
             name=self.config.name,
             source=self.name,
             last_at=self.last_at,

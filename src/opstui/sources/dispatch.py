@@ -176,7 +176,7 @@ class DispatchLogSource(Source):
             new = self.file.read_new()
             for line in new.lines:
                 self._feed(line, now)
-        info = self.count.info(f"{self.name}/{self.config.name}", self.config.name, self.name, now, self.problem)
+        info = self.count.info(self.name, self.config.name, self.name, now, self.problem)
         return Facts(dispatch=(info,))
 
     def _feed(self, line: str, now: float) -> None:

@@ -172,7 +172,7 @@ class HealthSource(HttpSource):
 
     def _info(self, *, ok: bool, **fields: Any) -> HealthInfo:
         return HealthInfo(
-            key=f"{self.name}/{self.config.name}",
+            key=self.name,  # one item per source: the source's name is its row key
             name=self.config.name,
             url=self.shown_url,
             ok=ok,
