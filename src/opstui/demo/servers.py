@@ -275,7 +275,21 @@ class EmbeddedPostgres:
         stop_process(self.proc, sig=signal.SIGINT)
 
     def kill(self) -> None:
+        """Die abruptly with every backend, as a crashed server does (for fault tests).
+
+        PostgreSQL makes each backend a process group leader of its own, so killing the postmaster's group
+        leaves the backends answering their connections until they notice the postmaster is gone.
+        """
+        import psutil
+
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        backends = psutil.Process(self.proc.pid).children(recursive=True)
         stop_process(self.proc, sig=signal.SIGKILL)
+        for backend in backends:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                backend.kill()
+        psutil.wait_procs(backends, timeout=5)
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
