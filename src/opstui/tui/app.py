@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import os
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -49,6 +51,8 @@ from opstui.units import format_duration
 
 TERMINAL_CHECK_EVERY = 3.0
 """Seconds between checks that the terminal is still there (a dropped SSH session must not leave us spinning)."""
+HANG_UP_BUDGET = 3.0
+"""Seconds a shutdown after the terminal went away may take before the process ends regardless."""
 PRESENCE_EVERY = 5.0
 STOP_BUDGET = 4.5
 
@@ -168,6 +172,13 @@ class OpsApp(App[int]):
         return dict(STATUS_DEFAULTS)
 
     async def on_mount(self) -> None:
+        if self.demo is not None:
+            self.notify(
+                f"A simulated bot backend with real Redis and PostgreSQL, in {self.demo}. Quitting removes it all.",
+                title="opstui demo",
+                timeout=10,
+                markup=False,
+            )
         if self._theme_message:
             self.notify(self._theme_message, title="Theme", severity="warning", timeout=15, markup=False)
         if not self.is_headless:
@@ -177,7 +188,6 @@ class OpsApp(App[int]):
         self._refresh_presence()
         self._unsubscribe = self.feed.subscribe(self._snapshot_published)
         self.render_now()
-        self.activate_pane(self.active)
         await self.feed.start()
 
     def _snapshot_published(self, snapshot: Snapshot) -> None:
@@ -197,14 +207,32 @@ class OpsApp(App[int]):
         ignored (nohup, some multiplexers), leaves the input thread spinning at full CPU.
         """
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGHUP, lambda: self.exit(return_code=128 + signal.SIGHUP))
+        loop.add_signal_handler(signal.SIGHUP, self._hang_up)
         loop.add_signal_handler(signal.SIGTERM, lambda: self.exit(return_code=128 + signal.SIGTERM))
         self.set_interval(TERMINAL_CHECK_EVERY, self._check_terminal, name="terminal")
 
     def _check_terminal(self) -> None:
         stdin = sys.__stdin__
         if stdin is None or stdin.closed or not stdin.isatty():
-            self.exit(return_code=128 + signal.SIGHUP)
+            self._hang_up()
+
+    def _hang_up(self) -> None:
+        """The terminal is gone: exit without drawing on it, and for certain.
+
+        Textual's output thread dies on the first write to a hung-up terminal (EIO); if more than its queue
+        holds is still to be written, the shutdown then waits for it forever. So from now on output goes to
+        /dev/null, and should the shutdown still stall, the process ends after HANG_UP_BUDGET seconds (the
+        demo's reaper then cleans up what it started).
+        """
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.__stderr__.fileno() if sys.__stderr__ else 2)
+        os.dup2(devnull, sys.__stdout__.fileno() if sys.__stdout__ else 1)
+        os.close(devnull)
+        code = 128 + signal.SIGHUP
+        watchdog = threading.Timer(HANG_UP_BUDGET, os._exit, args=(code,))
+        watchdog.daemon = True
+        watchdog.start()
+        self.exit(return_code=code)
 
     def _presence_from_state_store(self) -> Callable[[], DaemonPresence | None]:
         store: Any = None
@@ -279,7 +307,6 @@ class OpsApp(App[int]):
             presence=self.presence,
             refresh=self.refresh_every,
             paused_at=self.paused_at,
-            demo=self.demo is not None,
             compact=self.dashboard.size.width < 100,
         )
 
@@ -294,6 +321,8 @@ class OpsApp(App[int]):
         self.dashboard.set_class(full, "-full")
         self.dashboard.set_class(not full, "-tabbed")
         self.render_now()
+        # The focused table may just have been hidden (or nothing had the focus yet, at start).
+        self.pane(self.active).focus_target.focus(scroll_visible=False)
 
     def pane_states(self) -> dict[str, PaneState]:
         view = self._view or self._make_view()

@@ -253,7 +253,8 @@ def builtin_commands(panes: Iterable[tuple[str, str]], themes: Iterable[str]) ->
                 group="Theme",
             )
         )
-    return commands
+    order = ["Navigate", "View", "Refresh", "Theme"]
+    return sorted(commands, key=lambda command: order.index(command.group))
 
 
 def _goto(pane_id: str) -> Callable[[CommandContext], object]:

@@ -42,7 +42,6 @@ class HeaderBar(Horizontal):
         presence: Presence,
         refresh: float,
         paused_at: float | None,
-        demo: bool,
         compact: bool,
     ) -> None:
         """`compact` (a narrow terminal) leaves out the host and the refresh interval, never the problems."""
@@ -52,8 +51,6 @@ class HeaderBar(Horizontal):
         left: list[Cell] = [(snapshot.instance, "bold")]
         if host != snapshot.instance and not compact:
             left.append((f" @ {host}", ""))
-        if demo:
-            left.append((" (demo)", STALE))
         left += [("  ", ""), *daemon_cells(presence, view.now), ("  ", "")]
         if firing:
             worst = max(a.level for a in firing)

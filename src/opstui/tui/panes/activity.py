@@ -30,7 +30,7 @@ class ActivityPane(TablePane):
     title = "Activity & logs"
     tab_label = "Logs"
     kinds = frozenset({"activity", "logs", "log"})
-    nothing_watched = "No activity or error logs watched: add [[activity]] or log files to the config."
+    nothing_watched = "No activity or error logs are watched: add them to the config."
     columns = (
         ("name", "Activity"),
         ("last", "Last"),

@@ -28,7 +28,7 @@ class DispatchPane(TablePane):
     title = "Dispatch"
     tab_label = "Dispatch"
     kinds = frozenset({"dispatch", "dispatch-log", "dispatch-sql", "dispatch-redis"})
-    nothing_watched = "No report dispatch watched: add a [[dispatch]] log, query or counters to the config."
+    nothing_watched = "No report dispatch is watched: add a dispatch log, query or counters to the config."
     columns = (
         ("name", "Report"),
         ("processed", "Processed"),

@@ -27,7 +27,7 @@ class HealthPane(TablePane):
     title = "Health"
     tab_label = "Health"
     kinds = frozenset({"http", "health", "prometheus", "backup", "env"})
-    nothing_watched = "No health checks: add [[http]] endpoints, backups or required env vars to the config."
+    nothing_watched = "No health checks: add HTTP endpoints, backups or required env vars to the config."
     columns = (
         ("name", "Check"),
         ("status", "Status"),

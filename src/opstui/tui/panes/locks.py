@@ -31,7 +31,7 @@ class LocksPane(TablePane):
     title = "Lock"
     tab_label = "Lock"
     kinds = frozenset({"lock", "pg-lock", "redis-lock", "advisory-lock"})
-    nothing_watched = "No lock watched: add a [[lock]] (a table, an advisory lock or a Redis key) to the config."
+    nothing_watched = "No lock is watched: add a lock (a table, an advisory lock or a Redis key) to the config."
     columns = (
         ("name", "Lock"),
         ("state", "State"),

@@ -24,7 +24,7 @@ class ProcessesPane(TablePane):
     title = "Processes"
     tab_label = "Processes"
     kinds = frozenset({"pm2", "systemd", "docker", "process"})
-    nothing_watched = "No processes watched: add [[pm2]], [[systemd]], [[docker]] or [[process]] to the config."
+    nothing_watched = "No processes are watched: add a PM2, systemd, Docker or process source to the config."
     # What matters at 3 a.m. first: on a narrow terminal the last columns are the ones scrolled off.
     columns = (
         ("name", "Process"),

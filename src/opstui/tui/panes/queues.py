@@ -9,7 +9,7 @@ from opstui.model import QUEUE_DEPTH, Level, QueueInfo, Snapshot, series_key
 from opstui.tui.cells import STALE, Cell, level_style, mark, trend
 from opstui.tui.panes.base import TablePane, View
 
-TREND_WIDTH = 12
+TREND_WIDTH = 10
 
 
 class QueuesPane(TablePane):
@@ -17,7 +17,7 @@ class QueuesPane(TablePane):
     title = "Queues"
     tab_label = "Queues"
     kinds = frozenset({"redis", "queues", "sql-queue"})
-    nothing_watched = "No queues watched: add a [[redis]] server with queues (or a SQL queue) to the config."
+    nothing_watched = "No queues are watched: add a Redis server with its queues (or a SQL queue) to the config."
     columns = (
         ("name", "Queue"),
         ("kind", "Kind"),
@@ -76,4 +76,4 @@ def _parts(queue: QueueInfo) -> str:
     shown = [f"{name} {count}" for name, count in queue.parts.items() if count or name == "failed"]
     if queue.paused:
         shown.insert(0, "PAUSED")
-    return "  ".join(shown) or "-"
+    return ", ".join(shown) or "-"
