@@ -157,6 +157,30 @@ async def test_the_cursor_stays_on_its_row_when_rows_are_added_and_removed() -> 
         assert processes.cursor_key == "pm2:batch"
 
 
+async def test_two_items_with_one_key_show_once_instead_of_breaking_the_table() -> None:
+    snapshot = sample_snapshot()
+    app = sample_app(dataclasses.replace(snapshot, processes=(*snapshot.processes, snapshot.processes[0])))
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot.pause()
+        assert table(app, "processes").column_text("name") == ["api", "⟳ worker", "batch", "crm-sync.service"]
+
+
+async def test_freshness_says_just_now_then_counts_in_tens_of_seconds_then_minutes() -> None:
+    now = [NOW]
+    app = sample_app()
+    app.clock = lambda: now[0]
+    async with app.run_test(size=LARGE) as pilot:
+        await pilot.pause()
+        processes = app.pane("processes")
+        assert processes.border_subtitle == "read just now"  # pm2 read 0.4 s ago
+        now[0] += 25
+        app.render_now()
+        assert processes.border_subtitle == "read 20s ago"
+        now[0] += 60
+        app.render_now()
+        assert processes.border_subtitle == "read 1m ago"
+
+
 async def test_the_dashboard_starts_on_the_process_in_the_worst_state_and_shows_its_errors() -> None:
     app = sample_app()
     async with app.run_test(size=SMALL) as pilot:
@@ -249,15 +273,6 @@ def restart_command(calls: list[object]) -> Command:
     )
 
 
-def with_command(app: OpsApp, command: Command) -> OpsApp:
-    # How the recovery actions plug in: one registry entry, and its key binding from the same entry.
-    app.commands.add(command)
-    for binding in app.commands.bindings():
-        if binding.id == command.id:
-            app._bindings._add_binding(binding)
-    return app
-
-
 async def test_a_mutating_command_asks_first_and_shows_what_will_run() -> None:
     calls: list[object] = []
     outcomes: list[str] = []
@@ -266,7 +281,7 @@ async def test_a_mutating_command_asks_first_and_shows_what_will_run() -> None:
         if isinstance(message, CommandOutcome):
             outcomes.append(message.outcome)
 
-    app = with_command(sample_app(), restart_command(calls))
+    app = sample_app(commands=(restart_command(calls),))  # how the recovery actions plug in
     async with app.run_test(size=SMALL, message_hook=hook) as pilot:
         await pilot.pause()
         await pilot.press("R")
@@ -288,9 +303,7 @@ async def test_read_only_mode_refuses_a_mutating_command_in_the_one_guard() -> N
         if isinstance(message, CommandOutcome):
             outcomes.append(message.outcome)
 
-    app = sample_app()
-    app.read_only = True
-    with_command(app, restart_command(calls))
+    app = sample_app(commands=(restart_command(calls),), read_only=True)
     async with app.run_test(size=SMALL, message_hook=hook) as pilot:
         await pilot.pause()
         await pilot.press("R")
@@ -303,7 +316,7 @@ async def test_read_only_mode_refuses_a_mutating_command_in_the_one_guard() -> N
 
 
 async def test_a_row_command_is_only_offered_on_its_pane() -> None:
-    app = with_command(sample_app(), restart_command([]))
+    app = sample_app(commands=(restart_command([]),))
     async with app.run_test(size=SMALL) as pilot:
         await pilot.pause()
         titles = [c.title for c in app.get_system_commands(app.screen)]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from pathlib import Path
 from types import MappingProxyType
 
 from opstui.config import Config
@@ -364,27 +363,33 @@ def leader_daemon() -> DaemonPresence:
     )
 
 
-def sample_config(tmp: Path | None = None, **tui: object) -> Config:
-    data: dict[str, object] = {"general": {"instance": "bot-vps-1", "timezone": "UTC"}, "tui": tui}
-    if tmp is not None:
-        data["general"] = {**data["general"], "state_dir": str(tmp / "state")}  # type: ignore[dict-item]
-    return Config.model_validate(data)
+def sample_config(*, read_only: bool = False, **tui: object) -> Config:
+    general = {"instance": "bot-vps-1", "timezone": "UTC", "read_only": read_only}
+    return Config.model_validate({"general": general, "tui": tui})
 
 
-def sample_app(snapshot: Snapshot | None = None, *, theme: str = "opstui-dark", **config: object):  # type: ignore[no-untyped-def]
+def sample_app(  # type: ignore[no-untyped-def]
+    snapshot: Snapshot | None = None,
+    *,
+    theme: str = "opstui-dark",
+    commands: tuple[object, ...] = (),
+    read_only: bool = False,
+    **tui: object,
+):
     """The dashboard on the sample world: frozen clock, fixed host, a leading daemon, only shipped themes."""
     from opstui.tui.app import OpsApp
     from opstui.tui.themes import load_themes, shipped_themes_dir
 
     feed = ScriptedFeed(snapshot or sample_snapshot())
     return OpsApp(
-        sample_config(**config),
+        sample_config(read_only=read_only, **tui),
         feed=feed,
         clock=lambda: NOW,
         host="vps-1",
         presence=leader_daemon,
         theme=theme,
         themes=load_themes([shipped_themes_dir()]),
+        commands=commands,
     )
 
 

@@ -27,7 +27,7 @@ from textual.message import Message
 from textual.screen import Screen
 
 from opstui.config import Config
-from opstui.daemon import DaemonPresence
+from opstui.daemon import STOP_BUDGET, DaemonPresence
 from opstui.model import ProcessInfo, Snapshot
 from opstui.tui.commands import REFRESH_CHOICES, Command, CommandContext, CommandRegistry, builtin_commands
 from opstui.tui.header import Presence
@@ -54,7 +54,6 @@ TERMINAL_CHECK_EVERY = 3.0
 HANG_UP_BUDGET = 3.0
 """Seconds a shutdown after the terminal went away may take before the process ends regardless."""
 PRESENCE_EVERY = 5.0
-STOP_BUDGET = 4.5
 
 
 class Feed(Protocol):
@@ -110,8 +109,12 @@ class OpsApp(App[int]):
         presence: Callable[[], DaemonPresence | None] | None = None,
         theme: str | None = None,
         themes: Themes | None = None,
+        commands: Iterable[Command] = (),
         demo: Path | None = None,
     ) -> None:
+        """`commands` are added to opstui's own (the recovery actions, silencing alerts): their keys are
+        bound, checked against `tui.keys`, listed on the help screen and in the palette, and they run
+        through `run_command`, the one guard."""
         super().__init__()
         if feed is None:
             from opstui.engine import build_engine
@@ -155,7 +158,7 @@ class OpsApp(App[int]):
         self.theme, self._theme_message = choose_theme(found, theme or config.tui.theme, colours=colours or 16)
 
         self.commands = CommandRegistry(
-            builtin_commands(((p.pane_id, p.title) for p in self.panes), sorted(found.themes))
+            [*builtin_commands(((p.pane_id, p.title) for p in self.panes), sorted(found.themes)), *commands]
         )
         self.keymap = self.commands.keymap(config.tui.keys, file=config.path)
         for binding in self.commands.bindings():
@@ -171,7 +174,7 @@ class OpsApp(App[int]):
     def get_theme_variable_defaults(self) -> dict[str, str]:
         return dict(STATUS_DEFAULTS)
 
-    async def on_mount(self) -> None:
+    def on_mount(self) -> None:
         if self.demo is not None:
             self.notify(
                 f"A simulated bot backend with real Redis and PostgreSQL, in {self.demo}. Quitting removes it all.",
@@ -188,6 +191,10 @@ class OpsApp(App[int]):
         self._refresh_presence()
         self._unsubscribe = self.feed.subscribe(self._snapshot_published)
         self.render_now()
+        # The sources start once the first frame is on screen: nobody waits on the scheduler's import.
+        self.call_after_refresh(self._start_feed)
+
+    async def _start_feed(self) -> None:
         await self.feed.start()
 
     def _snapshot_published(self, snapshot: Snapshot) -> None:

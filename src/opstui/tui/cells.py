@@ -117,14 +117,22 @@ class Lines(Static):
         key = tuple(tuple(line) for line in lines)
         if key == self._shown:
             return
+        # Lines of the same lengths take the same room: repaint without asking for a new layout.
+        same_shape = self._shown is not None and [_width(line) for line in self._shown] == [
+            _width(line) for line in key
+        ]
         self._shown = key
         self.set_class(not key, "-empty")
-        self.update(Content("\n").join(to_content(line) for line in key))
+        self.update(Content("\n").join(to_content(line) for line in key), layout=not same_shape)
 
     @property
     def plain(self) -> str:
         """What the lines say, without styles (what a person reads)."""
         return "\n".join("".join(clean(text) for text, _ in line) for line in self._shown or ())
+
+
+def _width(line: Line) -> int:
+    return sum(len(text) for text, _ in line)
 
 
 class KeyedTable(DataTable[TableCell]):
@@ -156,13 +164,15 @@ class KeyedTable(DataTable[TableCell]):
     def show_rows(self, rows: Sequence[tuple[str, Sequence[Cell], Any]]) -> None:
         """Show `rows` as (key, cells, item), in this order."""
         cursor = self.cursor_key
-        wanted = [key for key, _, _ in rows]
-        self.items = {key: item for key, _, item in rows}
-        for key in [k for k in self._cells if k not in self.items]:
+        wanted: dict[str, tuple[tuple[Cell, ...], Any]] = {}
+        for key, cells, item in rows:
+            # A key seen twice (two sources naming a process alike) shows once rather than crash the table.
+            wanted.setdefault(key, (tuple(cells), item))
+        self.items = {key: item for key, (_, item) in wanted.items()}
+        for key in [k for k in self._cells if k not in wanted]:
             self.remove_row(key)
             del self._cells[key]
-        for key, cells, _ in rows:
-            new = tuple(cells)
+        for key, (new, _) in wanted.items():
             old = self._cells.get(key)
             if old is None:
                 self.add_row(*(table_cell(c) for c in new), key=key)
@@ -171,7 +181,7 @@ class KeyedTable(DataTable[TableCell]):
                     if before != after:
                         self.update_cell(key, column, table_cell(after), update_width=True)
             self._cells[key] = new
-        if [row.key.value for row in self.ordered_rows] != wanted:
+        if [row.key.value for row in self.ordered_rows] != list(wanted):
             self.clear()
             for key in wanted:
                 self.add_row(*(table_cell(c) for c in self._cells[key]), key=key)

@@ -70,7 +70,10 @@ def source_lines(view: View) -> list[list[Cell]]:
     for status in view.snapshot.sources.values():
         if status.ok:
             lines.append(
-                [(f"{mark(Level.OK)} {status.name}", "$status-ok"), (f"  read {view.ago(status.last_ok_at)}", STALE)]
+                [
+                    (f"{mark(Level.OK)} {status.name}", "$status-ok"),
+                    (f"  read {view.read_ago(status.last_ok_at)}", STALE),
+                ]
             )
         elif status.checked_at is None:
             lines.append([(f"… {status.name}", STALE), ("  waiting for the first read", STALE)])

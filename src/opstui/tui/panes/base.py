@@ -22,6 +22,9 @@ from opstui.tui.cells import STALE, Cell, KeyedTable, Lines, mark, status_style
 from opstui.units import format_age
 
 
+JUST_NOW = 10.0
+
+
 @dataclass(frozen=True, slots=True)
 class View:
     """One render: the snapshot, the time now (from the app's clock), and which pane shows which source."""
@@ -35,6 +38,19 @@ class View:
     def ago(self, t: float | None) -> str:
         """'4m ago', or 'never' when there is no time (never "undefined minutes ago")."""
         return "never" if t is None else f"{format_age(self.now - t)} ago"
+
+    def read_ago(self, t: float | None) -> str:
+        """When a working source last read: 'just now' for the first JUST_NOW seconds, then '20s ago', '3m ago'.
+
+        Seconds ticking on every pane would redraw the whole screen on every refresh and tell nobody
+        anything; a source that is late or failing shows its age, and the header shows the clock.
+        """
+        if t is None:
+            return "never"
+        age = self.now - t
+        if age < JUST_NOW:
+            return "just now"
+        return self.ago(t if age >= 60 else self.now - age // 10 * 10)
 
     def age(self, t: float | None) -> str:
         return "-" if t is None else format_age(self.now - t)
@@ -79,6 +95,7 @@ class Pane(Vertical):
         self.border_title = self.title
         self.banner = Lines(classes="banner")
         self.note = Lines(classes="note")
+        self._subtitle: str | None = None
 
     def compose(self) -> ComposeResult:
         yield self.banner
@@ -128,7 +145,10 @@ class Pane(Vertical):
         """Render the freshness, then the body; only called while the pane is on screen."""
         statuses = self.statuses(view)
         self.banner.show(self.failures(statuses, view))
-        self.border_subtitle = self.freshness(statuses, view)
+        subtitle = self.freshness(statuses, view)
+        if subtitle != self._subtitle:  # setting a border title repaints the whole pane, even when equal
+            self._subtitle = subtitle
+            self.border_subtitle = subtitle
         self.show_body(view)
         self.note.show(self.notes(view))
 
@@ -169,7 +189,7 @@ class Pane(Vertical):
         if failing:
             return f"{failing} of {len(statuses)} sources failing" if len(statuses) > 1 else "source failing"
         oldest = min(s.last_ok_at for s in statuses if s.last_ok_at is not None)
-        return f"read {view.ago(oldest)}"
+        return f"read {view.read_ago(oldest)}"
 
 
 class TablePane(Pane):
