@@ -21,7 +21,6 @@ from opstui.model import Level, Snapshot, SourceStatus
 from opstui.tui.cells import STALE, Cell, KeyedTable, Lines, mark, status_style
 from opstui.units import format_age
 
-
 JUST_NOW = 10.0
 
 
