@@ -352,7 +352,7 @@ async def test_keys_are_remapped_by_command_id_from_the_config() -> None:
 @pytest.mark.parametrize(
     ("keys", "problem"),
     [
-        ({"pasue": "x"}, "tui.keys.pasue: no command has this id; the ids are:"),
+        ({"pasue": "x"}, "tui.keys.pasue: no command has the id 'pasue' (did you mean 'pause'?)"),
         ({"pause": "q"}, "tui.keys.pause: 'q' is also the key of 'quit'; give one of them another key"),
         ({"pause": "ctrl+banana"}, "tui.keys.pause: 'ctrl+banana' is not a key"),
         ({"help": "ctrl+q"}, "tui.keys.help: 'ctrl+q' is quit (Textual's own) and cannot be remapped"),
@@ -498,3 +498,19 @@ def test_a_refresh_too_fast_to_read_is_a_config_error(write_config) -> None:  # 
         load_config(path)
     assert str(caught.value).startswith(f"{path}:5: tui.refresh: Input should be greater than or equal to 0.2")
     assert Config().tui.refresh == 2.0 and Config().tui.theme is None
+
+
+def test_a_wrong_key_is_reported_by_the_command_with_file_and_line(write_config, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    path = write_config('[tui.keys]\npasue = "space"\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "opstui", "-c", str(path)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"opstui: config error: {path}:5: tui.keys.pasue: no command has the id 'pasue' (did you mean 'pause'?)\n"
+    )

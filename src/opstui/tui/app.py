@@ -294,6 +294,10 @@ class OpsApp(App[int]):
             for pane in self.panes:
                 if self.pane_visible(pane):
                     pane.show(view)
+        active = self.pane(self.active)
+        if self.screen is self.dashboard and self.focused in (None, active) and active.focus_target is not active:
+            # The pane's table just got its first rows: the keys go to it now.
+            active.focus_target.focus(scroll_visible=False)
 
     def render_pane(self, pane_id: str) -> None:
         pane = self.pane(pane_id)

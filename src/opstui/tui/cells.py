@@ -187,6 +187,8 @@ class KeyedTable(DataTable[TableCell]):
                 self.add_row(*(table_cell(c) for c in self._cells[key]), key=key)
         if cursor is not None and cursor in self._cells:
             self.move_cursor(row=self.get_row_index(cursor), scroll=False)
+        # Column titles over nothing are noise; the pane says why there is nothing.
+        self.set_class(not wanted, "-empty")
 
     def column_text(self, column: str) -> list[str]:
         """The plain text of one column, top to bottom (what a person reads in it)."""

@@ -7,6 +7,8 @@ recovery actions plug in here: `registry.add(Command(..., mutating=True, scope="
 
 from __future__ import annotations
 
+import contextlib
+import difflib
 import re
 import string
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -17,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from textual.binding import Binding
 from textual.keys import Keys, _character_to_key
 
+from opstui.config._load import locate
 from opstui.errors import ConfigError
 from opstui.units import format_duration
 
@@ -108,40 +111,38 @@ class CommandRegistry:
         ]
 
     def keymap(self, wanted: Mapping[str, str], *, file: Path | None = None) -> dict[str, str]:
-        """Check `tui.keys` and return it in Textual's key names; raises ConfigError naming the id and key.
+        """Check `tui.keys` and return it in Textual's key names; raises ConfigError naming the key and problem.
 
         Textual would silently let a remapped key displace another command's key, so clashes are checked
         here: every key must end up with at most one command.
         """
-        where = str(file) if file else None
+
+        def problem(message: str, command_id: str) -> ConfigError:
+            line = None
+            if file is not None:
+                with contextlib.suppress(OSError, UnicodeDecodeError):
+                    line = locate(file.read_text(encoding="utf-8"), ("tui", "keys", command_id))
+            return ConfigError(message, file=str(file) if file else None, key=f"tui.keys.{command_id}", line=line)
+
         keymap: dict[str, str] = {}
         for command_id, keys in wanted.items():
             if command_id not in self._commands:
-                known = ", ".join(sorted(self._commands))
-                raise ConfigError(
-                    f"no command has this id; the ids are: {known}", file=where, key=f"tui.keys.{command_id}"
-                )
+                hint = difflib.get_close_matches(command_id, list(self._commands), n=1)
+                known = f"did you mean '{hint[0]}'?" if hint else "the help screen (?) lists the ids"
+                raise problem(f"no command has the id '{command_id}' ({known})", command_id)
             try:
                 keymap[command_id] = ",".join(normalise_key(k) for k in keys.split(",") if k.strip())
             except ValueError as exc:
-                raise ConfigError(str(exc), file=where, key=f"tui.keys.{command_id}") from None
+                raise problem(str(exc), command_id) from None
         owner: dict[str, str] = {}
         for command in self:
             for key in self.keys_of(command, keymap):
                 if key in RESERVED_KEYS:
-                    raise ConfigError(
-                        f"'{key}' is {RESERVED_KEYS[key]} and cannot be remapped",
-                        file=where,
-                        key=f"tui.keys.{command.id}",
-                    )
+                    raise problem(f"'{key}' is {RESERVED_KEYS[key]} and cannot be remapped", command.id)
                 if key in owner:
                     other = owner[key]
                     blame, also = (command.id, other) if command.id in keymap else (other, command.id)
-                    raise ConfigError(
-                        f"'{key}' is also the key of '{also}'; give one of them another key",
-                        file=where,
-                        key=f"tui.keys.{blame}",
-                    )
+                    raise problem(f"'{key}' is also the key of '{also}'; give one of them another key", blame)
                 owner[key] = command.id
         return keymap
 

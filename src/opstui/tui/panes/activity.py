@@ -64,7 +64,8 @@ class ActivityPane(TablePane):
         tails = tails_of(process, view.snapshot.logs)
         who = f"of {process.name}" if process is not None else "of every process"
         if not view.snapshot.logs:
-            self.log_title.show([[("No error logs read.", STALE)]])
+            # With no activity either, the pane's banner already says that nothing is watched here.
+            self.log_title.show([[("No error logs are read.", STALE)]] if view.snapshot.activity else [])
         elif not tails:
             self.log_title.show([[(f"No error log known for {process.name if process else '-'}.", STALE)]])
         else:

@@ -87,7 +87,8 @@ class Pane(Vertical):
     nothing_watched: ClassVar[str]
     """What the pane says when no source feeds it, and how to change that."""
 
-    can_focus = False
+    # Focusable itself so that moving to a pane with nothing to list still takes the keys away from the last one.
+    can_focus = True
 
     def __init__(self) -> None:
         super().__init__(id=f"pane-{self.pane_id}", classes="pane")
@@ -106,8 +107,9 @@ class Pane(Vertical):
 
     @property
     def focus_target(self) -> Widget:
-        """What gets the keyboard focus when the user moves to this pane."""
-        return next(iter(self.query(KeyedTable)), self)
+        """What gets the keyboard focus when the user moves to this pane: its table, unless that is empty."""
+        table = next(iter(self.query(KeyedTable)), None)
+        return table if table is not None and table.row_count else self
 
     @property
     def selected(self) -> Any:
