@@ -384,6 +384,11 @@ def observe(snapshot: Snapshot, ctx: RuleContext) -> list[Observation]:
     return found
 
 
+def judge(snapshot: Snapshot, config: AlertsConfig) -> Level:
+    """The worst level the rules see in `snapshot` right now, with no time thresholds (a screen's colours)."""
+    return max((o.level for o in observe(snapshot, RuleContext(config, once=True)) if o.bad), default=Level.OK)
+
+
 def _matches_any(name: str, patterns: list[str]) -> bool:
     return any(fnmatch.fnmatchcase(name.lower(), p.lower()) for p in patterns)
 
