@@ -384,9 +384,18 @@ def observe(snapshot: Snapshot, ctx: RuleContext) -> list[Observation]:
     return found
 
 
+TREND_RULES = frozenset({"queue_growing"})
+"""Rules about a trend: one look cannot call a figure bad by them, only their alert (after `for`) can."""
+
+
+def findings(snapshot: Snapshot, config: AlertsConfig) -> list[Observation]:
+    """What the rules call bad in `snapshot` right now, with no time thresholds (a screen's colours and notes)."""
+    return [o for o in observe(snapshot, RuleContext(config, once=True)) if o.bad and o.rule not in TREND_RULES]
+
+
 def judge(snapshot: Snapshot, config: AlertsConfig) -> Level:
-    """The worst level the rules see in `snapshot` right now, with no time thresholds (a screen's colours)."""
-    return max((o.level for o in observe(snapshot, RuleContext(config, once=True)) if o.bad), default=Level.OK)
+    """The worst level among `findings`."""
+    return max((o.level for o in findings(snapshot, config)), default=Level.OK)
 
 
 def _matches_any(name: str, patterns: list[str]) -> bool:

@@ -69,6 +69,8 @@ class DemoWorld:
             start_new_session=True,
         )
         self.logs.mkdir()
+        # A deployment's report log exists before its first run of the day; so does the demo's.
+        (self.logs / "dispatch.log").touch()
         self.redis = EmbeddedRedis(self.root / "redis").start()
         self._remember(self.redis.proc)
         self.postgres = EmbeddedPostgres(self.root / "postgres").start()

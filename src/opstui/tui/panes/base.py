@@ -16,7 +16,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widget import Widget
 
-from opstui.alerts.rules import judge
+from opstui.alerts.rules import Observation, findings, judge
 from opstui.config.alerts import AlertsConfig
 from opstui.model import Level, Snapshot, SourceStatus
 from opstui.tui.cells import STALE, Cell, KeyedTable, Lines, mark, status_style
@@ -76,6 +76,11 @@ class PaneState:
 def judged(view: View, **section: Any) -> Level:
     """The level the alert rules give these items right now: the screen, the alerts and `check` agree."""
     return judge(Snapshot(taken_at=view.now, instance="", sources={}, **section), view.alerts)
+
+
+def judged_findings(view: View, **section: Any) -> list[Observation]:
+    """What the alert rules call bad in these items right now, each with its summary."""
+    return findings(Snapshot(taken_at=view.now, instance="", sources={}, **section), view.alerts)
 
 
 class Pane(Vertical):

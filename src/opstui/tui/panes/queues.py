@@ -7,7 +7,7 @@ from typing import Any
 
 from opstui.model import QUEUE_DEPTH, Level, QueueInfo, Snapshot, series_key
 from opstui.tui.cells import STALE, Cell, level_style, mark, trend
-from opstui.tui.panes.base import TablePane, View, judged
+from opstui.tui.panes.base import TablePane, View, judged, judged_findings
 
 TREND_WIDTH = 10
 
@@ -54,12 +54,10 @@ class QueuesPane(TablePane):
     def notes(self, view: View) -> list[list[Cell]]:
         lines: list[list[Cell]] = []
         for q in view.snapshot.queues:
-            level = self.level_of(q, view)
-            if level is Level.OK or q.error:
-                continue
-            limit = q.crit if level is Level.CRITICAL else q.warn
-            over = f", over its {level.label} mark of {limit}" if limit is not None else ""
-            lines.append([(f"{mark(level)} {q.name}: {q.depth} waiting{over}", level_style(level))])
+            if q.error:
+                continue  # the Parts column already says what is wrong
+            for finding in judged_findings(view, queues=(q,)):
+                lines.append([(f"{mark(finding.level)} {finding.summary}", level_style(finding.level))])
         return lines
 
 
