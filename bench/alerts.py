@@ -1,6 +1,5 @@
 """What the alerting processor costs per snapshot, shown and delivering, for a large small deployment.
 
-Run: uv run python bench/bench_alerts.py
 It judges 2,000 snapshots of 50 processes, 50 queues, 5 locks, 5 health checks and the host (a quarter of the
 processes crash-looping, some queues over their thresholds), one source read apart, and prints the mean and
 95th percentile time per snapshot: display only (the TUI), and persisting state and queueing notifications
@@ -9,12 +8,10 @@ in the state store (the daemon).
 
 from __future__ import annotations
 
-import statistics
-import tempfile
-import time
-from pathlib import Path
 from types import MappingProxyType
 
+from bench._measure import Context, Result, SuiteRun, time_sync_calls
+from bench.report import TIMING, WHAT, table
 from opstui.alerts import Alerting
 from opstui.config import Config
 from opstui.model import (
@@ -81,32 +78,40 @@ def snapshot(i: int, t: float) -> Snapshot:
     )
 
 
-def measure(alerting: Alerting) -> list[float]:
-    times = []
-    t = 1_800_000_000.0
-    for i in range(SNAPSHOTS):
-        snap = snapshot(i, t)
-        start = time.perf_counter()
-        alerting(snap)
-        times.append((time.perf_counter() - start) * 1e6)
-        t += 2.0
-    return times
+def judge(alerting: Alerting, count: int) -> dict[str, float | int | str | None]:
+    """Timing of `count` snapshots, one source read (2 s) apart."""
+    snapshots = iter([snapshot(i, 1_800_000_000.0 + 2.0 * i) for i in range(count + 1)])
+    return time_sync_calls(lambda: alerting(next(snapshots)), calls=count).values()
 
 
-def report(label: str, times: list[float]) -> None:
-    p95 = statistics.quantiles(times, n=20)[-1]
-    print(f"{label:<42} mean {statistics.fmean(times):7.0f} µs   p95 {p95:7.0f} µs")
-
-
-def main() -> None:
+def run(ctx: Context) -> SuiteRun:
     telegram = {"token": "123456:TEST-not-a-real-token", "chat_id": -100200300400}
-    with tempfile.TemporaryDirectory() as tmp:
-        config = Config.model_validate({"general": {"state_dir": tmp}, "telegram": telegram})
-        report("display only (TUI)", measure(Alerting(config)))
-        store = StateStore.in_dir(Path(tmp))
-        report("persisting + queueing (daemon)", measure(Alerting(config, store=store, deliver=True)))
+    count = ctx.pick(SNAPSHOTS, 300)
+    state = ctx.root / "alerts-state"
+    config = Config.model_validate({"general": {"state_dir": str(state)}, "telegram": telegram})
+    rows = [Result("display", "display only (what the TUI runs)", judge(Alerting(config), count))]
+    store = StateStore.in_dir(state)
+    try:
+        rows.append(
+            Result(
+                "deliver",
+                "persisting alert state and queueing notifications (what the daemon runs)",
+                judge(Alerting(config, store=store, deliver=True), count),
+            )
+        )
+    finally:
         store.close()
+    return SuiteRun("alerts", rows, {"snapshots": count})
 
 
-if __name__ == "__main__":
-    main()
+def section(run: SuiteRun) -> str:
+    return f"""\
+The alert rules judge {run.facts["snapshots"]:,} snapshots, one source read apart. Each snapshot has 50 processes (a
+quarter of them crash-looping), 50 queues (some over their thresholds), 5 locks, 5 flapping health checks and
+the host. Time per snapshot:
+
+{table([WHAT, *TIMING], run.results)}
+
+The engine publishes at most once per loop iteration, and sources read every few seconds, so alerting costs
+well under 1 % of one core. In the daemon, most of the cost is the single SQLite transaction per snapshot
+that changed an alert."""
