@@ -17,15 +17,9 @@ import fnmatch
 import re
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
-
-import redis
-from redis.backoff import NoBackoff
-from redis.exceptions import AuthenticationError, BusyLoadingError, InvalidResponse, RedisError, ResponseError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeout
-from redis.retry import Retry
 
 from opstui.config.data import RedisActivityConfig, RedisConfig, RedisDispatchConfig, RedisLockConfig
 from opstui.errors import SourceError, SourceTimeout, SourceUnavailable
@@ -33,6 +27,20 @@ from opstui.model import ActivityInfo, DispatchInfo, Facts, LockInfo, LockState,
 from opstui.sources.base import Source
 from opstui.sources.redis_queues import Command, Layout, Replies, describe_errors, key_of, layout_for
 from opstui.units import format_duration, parse_time
+
+if TYPE_CHECKING:
+    import redis
+
+
+def _redis() -> ModuleType:
+    """redis-py, imported at the first read rather than with this module: it takes half a second and 20 MB here,
+    which building the sources (before the TUI's first frame) should not pay (docs/performance.md)."""
+    import redis.backoff
+    import redis.exceptions
+    import redis.retry
+
+    return redis
+
 
 Item = QueueInfo | RedisMemory | LockInfo | ActivityInfo | DispatchInfo
 Plan = list[tuple[str, Command]]
@@ -332,6 +340,7 @@ class RedisSource(Source):
         self._encoded = encoded
         payload = b"".join([encoded[cmd] for cmd in commands])
         pool = self._connection_pool()
+        RedisError = _redis().exceptions.RedisError
         try:
             conn: Any = pool.get_connection()  # redis-py's Connection methods are untyped
         except RedisError as exc:
@@ -350,12 +359,14 @@ class RedisSource(Source):
 
     def _connection_pool(self) -> redis.ConnectionPool:
         if self._pool is None:
-            self._pool = redis.ConnectionPool.from_url(
+            client = _redis()
+            self._pool = client.ConnectionPool.from_url(
                 self.config.url,
                 protocol=2,  # RESP2 replies have one shape on every server version we read
                 socket_timeout=self.config.timeout,
                 socket_connect_timeout=self.config.timeout,
-                retry=Retry(NoBackoff(), 0),  # a failed tick is retried by the next tick, not inside this one
+                # A failed tick is retried by the next tick, not inside this one.
+                retry=client.retry.Retry(client.backoff.NoBackoff(), 0),
                 # No client_name: CLIENT SETNAME on connect would fail for a read-only ACL user.
             )
         return self._pool
@@ -363,20 +374,21 @@ class RedisSource(Source):
     def _failure(self, exc: Exception) -> SourceError:
         text = str(exc).rstrip(".")
         where = self.address
-        if isinstance(exc, AuthenticationError):
+        errors = _redis().exceptions
+        if isinstance(exc, errors.AuthenticationError):
             if "NOAUTH" in text or "required" in text:
                 return SourceUnavailable(
                     f"the server at {where} needs a password: put it in the url, redis://:PASSWORD@host:port/db"
                 )
             return SourceUnavailable(f"authentication failed at {where}: wrong password or user ({text})")
-        if isinstance(exc, RedisTimeout):
+        if isinstance(exc, errors.TimeoutError):
             return SourceTimeout(f"no answer from {where} within {format_duration(self.config.timeout)}")
-        if isinstance(exc, BusyLoadingError):
+        if isinstance(exc, errors.BusyLoadingError):
             return SourceUnavailable(f"the server at {where} is still loading its data into memory")
-        if isinstance(exc, ResponseError) and "DB index" in text:
+        if isinstance(exc, errors.ResponseError) and "DB index" in text:
             db = urlsplit(self.config.url).path.strip("/") or "0"
             return SourceUnavailable(f"the server at {where} has no database {db} ({text})")
-        if isinstance(exc, ResponseError):
+        if isinstance(exc, errors.ResponseError):
             return SourceUnavailable(f"the server at {where} refused the connection set-up: {text}")
         if "refused" in text:
             return SourceUnavailable(f"connection refused at {where}")
@@ -408,7 +420,7 @@ def read_replies(conn: Any, count: int) -> list[Any]:
     """
     sock = conn._sock  # redis-py keeps its socket here in every version we support
     if sock is None:
-        raise RedisConnectionError("Connection closed by server.")
+        raise _redis().exceptions.ConnectionError("Connection closed by server.")
     data, pos, out = b"", 0, list[Any]()
     while len(out) < count:
         if data[pos : pos + 1] == b":":  # most replies are counts: read them without a call
@@ -430,11 +442,11 @@ def _receive(sock: Any) -> bytes:
     try:
         chunk: bytes = sock.recv(1 << 17)
     except TimeoutError:  # the socket's timeout (socket.timeout)
-        raise RedisTimeout("Timeout reading from socket") from None
+        raise _redis().exceptions.TimeoutError("Timeout reading from socket") from None
     except OSError as exc:
-        raise RedisConnectionError(f"Error while reading from socket: {exc}") from None
+        raise _redis().exceptions.ConnectionError(f"Error while reading from socket: {exc}") from None
     if not chunk:
-        raise RedisConnectionError("Connection closed by server.")
+        raise _redis().exceptions.ConnectionError("Connection closed by server.")
     return chunk
 
 
@@ -467,16 +479,18 @@ def _parse(buf: bytes, pos: int) -> tuple[Any, int]:
         return buf[pos + 1 : end], end + 2
     if kind == 45:  # "-" error
         return _error(buf[pos + 1 : end].decode("utf-8", "replace")), end + 2
-    raise InvalidResponse(f"Protocol error, got {chr(kind)!r} as reply type byte")
+    raise _redis().exceptions.InvalidResponse(f"Protocol error, got {chr(kind)!r} as reply type byte")
 
 
 def _error(message: str) -> Exception:
     """An error reply: about one command (kept as its reply), or about the connection (raised)."""
+    errors = _redis().exceptions
     if message.startswith(("NOAUTH", "WRONGPASS")):
-        raise AuthenticationError(message)
+        raise errors.AuthenticationError(message)
     if message.startswith("LOADING"):
-        raise BusyLoadingError(message)
-    return ResponseError(message)
+        raise errors.BusyLoadingError(message)
+    reply: Exception = errors.ResponseError(message)
+    return reply
 
 
 def _encode(command: Command) -> bytes:
