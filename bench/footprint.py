@@ -53,7 +53,7 @@ def glances() -> str | None:
 
 def run(ctx: Context, *, daemon: bool, tui: bool) -> dict[str, SuiteRun]:
     """Measure the selected programs in one window; returns a SuiteRun for "daemon" and/or "tui"."""
-    warmup, window = (8.0, 20.0) if ctx.quick else (25.0, 240.0)
+    warmup, window = (8.0, 20.0) if ctx.quick else (25.0, 180.0)
     root = ctx.root / "footprint"
     root.mkdir()
     home = root / "home"
@@ -66,17 +66,22 @@ def run(ctx: Context, *, daemon: bool, tui: bool) -> dict[str, SuiteRun]:
             telegram = f'\n[telegram]\ntoken = "{TOKEN}"\nchat_id = {ALERTS_CHAT}\napi_base = "{api.url}"\n'
             if daemon:
                 for interval in (2, 5):
-                    path = config_for(world, interval=interval, state=root / f"daemon-{interval}s", extra=telegram)
-                    log = (root / f"daemon-{interval}s.log").open("wb")
-                    proc = subprocess.Popen(
-                        [sys.executable, "-m", "opstui", "daemon", "-c", str(path), "--log-format", "text"],
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                        stdin=subprocess.DEVNULL,
+                    # What Glances watches, and nothing else: the like-for-like comparison.
+                    state = root / f"daemon-host-{interval}s"
+                    path = state.parent / f"{state.name}.toml"
+                    path.write_text(f'[general]\nstate_dir = "{state}"\n\n[host]\ninterval = "{interval}s"\n')
+                    programs.append(
+                        daemon_program(
+                            f"daemon-host-{interval}s",
+                            path,
+                            root,
+                            f"`opstui daemon`, the host only, every {interval} s",
+                        )
                     )
-                    log.close()
-                    what = f"`opstui daemon`, sources every {interval} s"
-                    programs.append(Program(f"daemon-{interval}s", what, proc.pid, proc))
+                for interval in (2, 5):
+                    path = config_for(world, interval=interval, state=root / f"daemon-{interval}s", extra=telegram)
+                    what = f"`opstui daemon`, the demo world, every {interval} s"
+                    programs.append(daemon_program(f"daemon-{interval}s", path, root, what))
                 for interval in (2, 5) if glances_path else ():
                     argv = [glances_path, "--stdout", GLANCES_PLUGINS, "-t", str(interval), "--disable-check-update"]
                     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=None)
@@ -114,6 +119,17 @@ def run(ctx: Context, *, daemon: bool, tui: bool) -> dict[str, SuiteRun]:
     return results(programs, figures, sent=sent, glances=glances_path, daemon=daemon, tui=tui)
 
 
+def daemon_program(id: str, config: Path, root: Path, what: str) -> Program:
+    with (root / f"{id}.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "opstui", "daemon", "-c", str(config), "--log-format", "text"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    return Program(id, what, proc.pid, proc)
+
+
 def wait(terminals: list[Terminal], seconds: float) -> None:
     if terminals:
         read_all(terminals, seconds)
@@ -147,10 +163,12 @@ def results(
     if daemon:
         facts: dict[str, Value] = {"telegram_messages": sent, "glances": bool(glances)}
         for interval in (2, 5):
-            ours, theirs = rows.get(f"daemon-{interval}s"), rows.get(f"glances-{interval}s")
-            if ours and theirs:
-                share = float(ours.values["cpu_percent"] or 0) / float(theirs.values["cpu_percent"] or 1)
-                facts[f"vs_glances_{interval}s"] = share
+            theirs = rows.get(f"glances-{interval}s")
+            for id in (f"daemon-{interval}s", f"daemon-host-{interval}s"):
+                ours = rows.get(id)
+                if ours and theirs:
+                    share = float(ours.values["cpu_percent"] or 0) / float(theirs.values["cpu_percent"] or 1)
+                    facts[f"{id}_vs_glances"] = share
         if not glances:
             facts["glances_missing"] = "glances is not installed: run the benchmark with `uv run --group bench`"
         runs["daemon"] = SuiteRun("daemon", [r for id, r in rows.items() if not id.startswith("tui")], facts)
