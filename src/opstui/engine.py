@@ -45,7 +45,7 @@ HISTORY_POINTS = 360
 """Points kept per series: 12 minutes at a 2 s interval, enough for sparklines and growth per minute."""
 SERIES_IDLE_DROP = 900.0
 """A series not updated for this many seconds (its item is gone) is dropped."""
-PUBLISH_WAIT = 0.1
+PUBLISH_WAIT = 0.25
 """Seconds a result waits for the sources still reading, to be published with theirs: one snapshot built and
 judged by the alert rules per round instead of one per source (each judging costs ~25 ms with 1,000 queues)."""
 
