@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from opstui import __version__
+import opstui
 from opstui._httpx import httpx
 from opstui.config.data import HealthConfig, PrometheusConfig, PrometheusMetricConfig
 from opstui.errors import SourceError, SourceTimeout, SourceUnavailable
@@ -71,7 +71,7 @@ class HttpSource(Source):
                 timeout=self.request_timeout,
                 verify=self.verify,
                 follow_redirects=True,
-                headers={"User-Agent": f"opstui/{__version__}"},
+                headers={"User-Agent": f"opstui/{opstui.__version__}"},
             )
         return self._client
 
