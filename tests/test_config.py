@@ -156,8 +156,8 @@ def test_config_show_masks_secrets(write_config) -> None:  # type: ignore[no-unt
     from opstui.config._base import iter_secrets
     from opstui.redact import register_secret
 
-    for secret in iter_secrets(WithSecret(token="123456:TEST-secret-token-not-real-AAAAAAAA")):
-        register_secret(secret)
+    for secret, whole in iter_secrets(WithSecret(token="123456:TEST-secret-token-not-real-AAAAAAAA")):
+        register_secret(secret, whole=whole)
     config = load_config(write_config('[general]\ninstance = "bot 123456:TEST-secret-token-not-real-AAAAAAAA"\n'))
     shown = render_config(config)
     assert "TEST-secret-token" not in shown

@@ -250,3 +250,31 @@ async def test_a_one_shot_check_gives_no_push_hook() -> None:
     snapshot = await Engine([source], instance="t").collect_once()
     assert [q.depth for q in snapshot.queues] == [1]
     assert source.on_update is None
+
+
+async def test_text_a_system_wrote_is_masked_before_any_face_sees_it() -> None:
+    from opstui.model import HealthComponent, HealthInfo
+
+    class LeakyHealth(Source):
+        kind = "test"
+
+        async def collect(self) -> Facts:
+            component = HealthComponent("db", ok=False, detail="connect failed: postgresql://app:LeakyPw321@db/x")
+            return Facts(
+                health=(
+                    HealthInfo(
+                        key="api",
+                        name="api",
+                        url="http://h/health",
+                        ok=False,
+                        source=self.name,
+                        components=(component,),
+                        error="token=SessTok777 rejected",
+                    ),
+                )
+            )
+
+    snapshot = await Engine([LeakyHealth("api", interval=1, timeout=1)], instance="t").collect_once()
+    health = snapshot.health[0]
+    assert health.components[0].detail == "connect failed: postgresql://app:***@db/x"
+    assert health.error == "token=*** rejected"

@@ -100,8 +100,8 @@ def load_config(
         data = interpolate(raw, environ=environ, file=str(found), text=text)
         config = validate(Config, data, file=str(found), text=text)
         config._path = found
-    for secret in iter_secrets(config):
-        register_secret(secret)
+    for secret, whole in iter_secrets(config):
+        register_secret(secret, whole=whole)
     return config
 
 
