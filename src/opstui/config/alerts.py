@@ -155,8 +155,11 @@ class AlertsConfig(Section):
     """Remind while an alert is still firing; 0 turns reminders off."""
     keep_resolved: Duration = 3600.0
     """How long a resolved alert stays listed (TUI, check)."""
-    fold_causes: list[str] = Field(default_factory=lambda: ["redis", "postgres", "postgresql"])
-    """Source kinds whose outage is a root cause: other alerts that fire meanwhile are folded under it."""
+    fold_causes: list[str] = Field(default_factory=lambda: ["redis", "postgres"])
+    """Source kinds whose outage is a root cause: other alerts that begin with it are folded under it."""
+    fold_window: Duration = 300.0
+    """Only alerts that begin within this long of the root cause (or come from its own source) fold under it:
+    a crash loop an hour into a replica's outage is news of its own."""
     fold_rules: list[str] = Field(
         default_factory=lambda: [
             "source_down",
