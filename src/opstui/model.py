@@ -83,6 +83,7 @@ class QueueInfo:
     error: str | None = None
     """A per-queue problem (e.g. key of the wrong type) while the rest of its server read fine."""
 
+
 @dataclass(frozen=True, slots=True)
 class TopProcess:
     pid: int
