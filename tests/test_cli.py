@@ -30,12 +30,15 @@ def test_check_json_describes_this_host(tmp_path: Path) -> None:
 
 
 def test_check_exit_status_follows_the_worst_finding(write_config, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    # A timeout of zero makes the host source fail: that is critical, exit 2.
-    path = write_config('[host]\ntimeout = "0s"\n')
+    # A Redis nobody listens on: its source fails, which is critical, exit 2.
+    from opstui.demo.servers import free_port
+
+    port = free_port()
+    path = write_config(f'[[redis]]\nname = "main"\nurl = "redis://127.0.0.1:{port}/0"\n')
     result = opstui("-c", str(path), "check", cwd=tmp_path)
     assert result.returncode == 2
     assert "status: CRITICAL" in result.stdout
-    assert "FAIL  host" in result.stdout and "timed out after 0s" in result.stdout
+    assert "FAIL  redis main" in result.stdout and f"connection refused at 127.0.0.1:{port}" in result.stdout
 
 
 def test_check_text_is_a_table_people_can_read(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated, Any, get_args, get_origin
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
 from opstui.redact import SAFE_QUERY
 from opstui.units import format_duration, parse_duration
@@ -23,6 +23,9 @@ Duration = Annotated[
     PlainSerializer(format_duration, return_type=str, when_used="json"),
 ]
 """Seconds; written in config as `30s`, `5m`, `1h30m` or a plain number of seconds."""
+
+PositiveDuration = Annotated[Duration, Field(gt=0)]
+"""A Duration that must be more than zero: a source's interval or timeout ("0s" would fail every read)."""
 
 
 class _SecretMark:

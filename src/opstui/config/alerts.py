@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import ByteSize, ConfigDict, Field, PlainSerializer, field_validator, model_validator
 
-from opstui.config._base import Duration, Secret, Section
+from opstui.config._base import Duration, PositiveDuration, Secret, Section
 
 LevelName = Literal["warning", "critical"]
 Bytes = Annotated[ByteSize, PlainSerializer(lambda size: size.human_readable(separator=""), when_used="json")]
@@ -207,7 +207,7 @@ class TelegramConfig(Section):
     thread_id: int | None = None
     """A forum topic in that chat, if any."""
     api_base: str = "https://api.telegram.org"
-    timeout: Duration = Field(default=15.0, gt=0)
+    timeout: PositiveDuration = Field(default=15.0, gt=0)
     per_chat_interval: Duration = 1.0
     """At most one message per this interval to a chat (Telegram's guidance: about one per second)."""
     group_per_minute: int = Field(default=20, ge=1)
