@@ -1,0 +1,215 @@
+"""The Telegram command bot against the fake Bot API: who may do what, confirmations, real actions, polling."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from bot_helpers import ADMIN, OTHER_ADMIN, STRANGER, VIEWER, until
+from opstui.alerts import active_silences
+from telegram_api import Message
+
+
+def ran(tmp_path: Path) -> list[str]:
+    """The processes the restart action really restarted, in order."""
+    marker = tmp_path / "restarted.txt"
+    return marker.read_text().split() if marker.exists() else []
+
+
+async def finished(message: Message) -> str:
+    return await until(lambda: message.text if message.text[:1] in "✅❌⛔✖⌛" else None, "the outcome in the message")
+
+
+# ---------------------------------------------------------------------------------------------- who may do what
+
+
+async def test_a_stranger_is_refused_told_their_id_and_audited(make_bot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    bot = make_bot()
+    answer = await bot.says(STRANGER, "/status")
+    assert "You may not use this bot" in answer.text and str(STRANGER) in answer.text
+    assert "web-1" not in answer.text, "a stranger learns nothing about the system"
+    # Trying again within a minute: audited again, but not answered again (no reply flood).
+    bot.api.user_says(STRANGER, "/restart worker")
+    await bot.says(ADMIN, "/whoami")  # handled after the stranger's, so the stranger's is done
+    assert [m.chat_id for m in bot.api.messages].count(STRANGER) == 1
+    assert ran(tmp_path) == []
+    refusals = [e for e in bot.audit() if e.actor_id == str(STRANGER)]
+    assert [(e.action, e.result, e.kind) for e in refusals] == [
+        ("/status", "refused", "bot"),
+        ("/restart", "refused", "bot"),
+    ]
+    assert refusals[0].actor == f"telegram {STRANGER} @user{STRANGER}"
+    assert refusals[0].reason == "not in [bot] admins or viewers" and refusals[1].args == ("/restart worker",)
+
+
+async def test_whoami_tells_anyone_their_id_and_how_to_be_let_in(make_bot) -> None:  # type: ignore[no-untyped-def]
+    bot = make_bot()
+    answer = await bot.says(STRANGER, "/whoami")
+    assert f"Your Telegram user id is {STRANGER} (@user{STRANGER})" in answer.text
+    assert f"adds {STRANGER} to [bot] viewers" in answer.text
+    assert "You are an admin of this bot." in (await bot.says(ADMIN, "/whoami")).text
+    assert bot.audit() == [], "asking who you are is not a refusal"
+
+
+async def test_a_viewer_can_read_the_status_but_not_restart(make_bot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    bot = make_bot()
+    status = await bot.says(VIEWER, "/status")
+    text = status.text
+    assert text.startswith("🔴 web-1 · critical")
+    assert "👑 web-1 answers (a single daemon)" in text
+    assert "🔴 worker errored · 283 restarts (12 last hour)" in text and "🟢 api online" in text
+    assert "🟠 incoming: 162" in text
+    assert "🔴 worker restarted 12 times in 10m · 5m" in text
+    refused = await bot.says(VIEWER, "/restart worker")
+    assert "only [bot] admins may run it (you are a viewer)" in refused.text and not refused.buttons()
+    assert ran(tmp_path) == []
+    entry = bot.audit()[-1]
+    assert (entry.actor_id, entry.action, entry.result) == (str(VIEWER), "/restart", "refused")
+
+
+async def test_read_only_mode_refuses_every_change_through_the_guard(make_bot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    bot = make_bot(read_only=True)
+    refused = await bot.says(ADMIN, "/restart worker")
+    assert "read-only mode" in refused.text and not refused.buttons()
+    assert "read-only mode" in (await bot.says(ADMIN, "/silence worker 1h")).text
+    assert active_silences(bot.store) == [] and ran(tmp_path) == []
+    assert [e.result for e in bot.audit()] == ["refused", "refused"]
+    assert (await bot.says(ADMIN, "/status")).text.startswith("🔴 web-1"), "reading still works"
+
+
+async def test_commands_in_other_chats_and_for_other_bots(make_bot) -> None:  # type: ignore[no-untyped-def]
+    group = -100777
+    bot = make_bot(chats=[group])
+    api = bot.api
+    refused = await bot.says(ADMIN, "/status")  # a private chat, not in [bot] chats
+    assert "takes no commands in this chat" in refused.text
+    api.user_says(ADMIN, "/status@some_other_bot", chat_id=group)
+    answer = await bot.says(ADMIN, "/status@opstui_test_bot", chat_id=group)
+    assert answer.text.startswith("🔴 web-1") and len(api.texts(group)) == 1
+
+
+async def test_a_command_sent_while_the_bot_was_down_is_not_acted_on(make_bot) -> None:  # type: ignore[no-untyped-def]
+    bot = make_bot()
+    answer = await bot.says(ADMIN, "/silence worker 2h", date=bot.clock() - 3600)
+    assert "sent 1h ago, while opstui's bot was not running; nothing was done" in answer.text
+    assert active_silences(bot.store) == []
+
+
+# ---------------------------------------------------------------------------------------------- running actions
+
+
+async def test_a_confirmed_restart_runs_and_the_message_shows_its_result(make_bot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    bot = make_bot()
+    asked = await bot.says(ADMIN, "/restart worker")
+    assert asked.text.startswith("❓ restart · process worker")
+    assert "restarted.txt worker" in asked.text, "the message shows exactly what will run"
+    assert "Confirm within 60 s." in asked.text
+    assert [b["text"] for b in asked.buttons()] == ["✅ Confirm", "✖ Cancel"]
+    assert all(len(b["callback_data"].encode()) <= 64 for b in asked.buttons())
+    assert ran(tmp_path) == [], "nothing runs before the Confirm"
+
+    pressed = await bot.press(ADMIN, asked)
+    assert pressed["text"] == "Running restart…"
+    outcome = await finished(asked)
+    assert outcome.startswith("✅ restart · process worker\nok in ") and "(exit 0)" in outcome
+    assert "confirmed by @user1001" in outcome
+    assert "restarting worker" in outcome and "! worker online" in outcome, "the tail of the output"
+    assert asked.reply_markup is None, "the buttons are gone"
+    assert any(edit.startswith("▶️ restart") for edit in asked.edits), "it said it was running first"
+    assert ran(tmp_path) == ["worker"]
+    entry = bot.audit()[-1]
+    assert (entry.action, entry.result, entry.exit_status, entry.actor_id) == ("restart", "ok", 0, str(ADMIN))
+    assert entry.confirmation == "pressed Confirm in Telegram" and entry.target == "pm2:worker"
+
+
+async def test_recover_lists_the_actions_and_runs_a_script_in_a_mode(make_bot) -> None:  # type: ignore[no-untyped-def]
+    bot = make_bot()
+    listing = await bot.says(ADMIN, "/recover")
+    assert "/recover recovery full|soft|company VALUE" in listing.text
+    assert "/recover restart PROCESS" in listing.text and "/recover purge-dead ⚠️ dangerous" in listing.text
+    asked = await bot.says(ADMIN, "/recover recovery company 42")
+    assert asked.text.startswith("❓ recovery company 42")
+    await bot.press(ADMIN, asked)
+    outcome = await finished(asked)
+    assert outcome.startswith("✅ recovery company 42") and "recovery mode company 42" in outcome
+    refused = await bot.says(ADMIN, "/recover recovery panic")
+    assert "mode 'panic' is not one of: full, soft, company" in refused.text and not refused.buttons()
+    assert bot.audit()[-1].result == "refused"
+
+
+async def test_cancel_runs_nothing_and_is_recorded(make_bot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    bot = make_bot()
+    asked = await bot.says(ADMIN, "/restart worker")
+    pressed = await bot.press(ADMIN, asked, button=1)
+    assert pressed["text"] == "Cancelled: nothing runs"
+    assert (await finished(asked)).startswith("✖ restart · process worker\ncancelled by @user1001: nothing ran")
+    assert ran(tmp_path) == []
+    assert (bot.audit()[-1].result, bot.audit()[-1].reason) == ("cancelled", "pressed Cancel in Telegram")
+
+
+async def test_another_persons_press_a_forged_one_and_a_replay_do_nothing(make_bot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    bot = make_bot()
+    asked = await bot.says(ADMIN, "/restart worker")
+    other = await bot.press(OTHER_ADMIN, asked)  # an admin too, but not the one who asked
+    assert other["show_alert"] and "only @user1001, who asked for it, can confirm this" in other["text"]
+    confirm = asked.buttons()[0]["callback_data"]
+    verb, nonce, deadline, _ = confirm.split(".")
+    forged = await bot.press(ADMIN, asked, data=f"{verb}.{nonce}.{deadline}.AAAAAAAAAAAAAAAA")
+    assert "signature does not match" in forged["text"]
+    later = await bot.press(ADMIN, asked, data=f"{verb}.{nonce}.zzzzzzz.{confirm.split('.')[3]}")
+    assert "signature does not match" in later["text"], "a deadline cannot be moved"
+    assert ran(tmp_path) == [] and asked.reply_markup is not None, "still waiting for the one who asked"
+
+    await bot.press(ADMIN, asked)
+    await finished(asked)
+    replay = await bot.press(ADMIN, asked, data=confirm)
+    assert "already confirmed: nothing more was done" in replay["text"]
+    await asyncio.sleep(0.3)
+    assert ran(tmp_path) == ["worker"], "it ran once"
+    refusals = [(e.actor_id, e.action, e.reason) for e in bot.audit() if e.result == "refused"]
+    assert refusals[0][:2] == (str(OTHER_ADMIN), "restart") and "only @user1001" in (refusals[0][2] or "")
+    assert [r[1] for r in refusals] == ["restart", "restart", "restart", "restart"]
+
+
+async def test_an_expired_confirmation_does_nothing_and_says_so(make_bot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    bot = make_bot()
+    asked = await bot.says(ADMIN, "/restart worker")
+    bot.clock.advance(61)
+    pressed = await bot.press(ADMIN, asked)
+    assert "expired: a confirmation is valid for 60 s; ask again" in pressed["text"]
+    text = await finished(asked)
+    assert text.startswith("⌛ restart · process worker\nnot confirmed within 60 s: nothing ran")
+    assert ran(tmp_path) == []
+    results = [(e.action, e.result) for e in bot.audit()]
+    assert ("restart", "cancelled") in results and ("restart", "refused") in results
+
+
+async def test_an_unanswered_confirmation_expires_by_itself(make_bot) -> None:  # type: ignore[no-untyped-def]
+    bot = make_bot()
+    asked = await bot.says(ADMIN, "/restart worker")
+    bot.clock.advance(61)
+    assert (await finished(asked)).startswith("⌛ restart")
+    assert asked.reply_markup is None
+    assert bot.audit()[-1].reason == "not confirmed within 60 s in Telegram"
+
+
+async def test_a_dangerous_action_needs_its_name_typed_never_a_button(make_bot) -> None:  # type: ignore[no-untyped-def]
+    bot = make_bot()
+    asked = await bot.says(ADMIN, "/recover purge-dead")
+    assert [b["text"] for b in asked.buttons()] == ["✖ Cancel"]
+    code = asked.text.split("/confirm ")[1].split()[0]
+    assert f"send /confirm {code} purge-dead within 60 s" in asked.text
+    other = await bot.says(OTHER_ADMIN, f"/confirm {code} purge-dead")
+    assert "was asked for by @user1001" in other.text and asked.text.startswith("❓"), "bound to the asker"
+    bot.api.user_says(ADMIN, f"/confirm {code} purge")  # one try, as at a terminal
+    refused = await finished(asked)
+    assert refused.startswith("⛔ purge-dead") and "runs only when 'purge-dead' is typed (got 'purge')" in refused
+
+    asked = await bot.says(ADMIN, "/recover purge-dead")
+    code = asked.text.split("/confirm ")[1].split()[0]
+    bot.api.user_says(ADMIN, f"/confirm {code} purge-dead")
+    outcome = await finished(asked)
+    assert outcome.startswith("✅ purge-dead") and "purged 3 dead jobs" in outcome
+    entry = bot.audit()[-1]
+    assert (entry.result, entry.confirmation) == ("ok", "typed its name in Telegram (/confirm)")
+    assert "no confirmation" in (await bot.says(ADMIN, f"/confirm {code} purge-dead")).text, "used once"
