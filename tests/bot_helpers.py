@@ -67,7 +67,7 @@ def write_bot_config(
         "general": {
             "instance": instance,
             "timezone": "UTC",
-            "state_dir": str(tmp_path / "state"),
+            "state_dir": str(tmp_path / f"state-{instance}"),
             "read_only": read_only,
         },
         "host": {"enabled": False},

@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
 
 from bot_helpers import ADMIN, OTHER_ADMIN, STRANGER, VIEWER, until
+from opstui.actions import Actor
 from opstui.alerts import active_silences
-from telegram_api import Message
+from opstui.bot.confirm import Confirmations
+from opstui.bot.status import BotStatus, bot_check
+from opstui.config import ConfigError, load_config
+from opstui.model import CheckInfo, Level, LogTail
+from telegram_api import TOKEN, Message
 
 
 def ran(tmp_path: Path) -> list[str]:
@@ -213,3 +222,80 @@ async def test_a_dangerous_action_needs_its_name_typed_never_a_button(make_bot) 
     entry = bot.audit()[-1]
     assert (entry.result, entry.confirmation) == ("ok", "typed its name in Telegram (/confirm)")
     assert "no confirmation" in (await bot.says(ADMIN, f"/confirm {code} purge-dead")).text, "used once"
+
+
+# ---------------------------------------------------------------------------------------------- what it says
+
+
+async def test_long_answers_are_split_and_every_string_escaped(make_bot) -> None:  # type: ignore[no-untyped-def]
+    bot = make_bot()
+    assert bot.snapshot is not None
+    hostile = tuple(f"{i:02d} <b>not bold</b> & <script> password=hunter2secret " + "x" * 200 for i in range(40))
+    tail = LogTail(key="pm2:<worker>", name="<worker>", source="pm2", path="/var/log/<w>.log", lines=hostile)
+    bot.snapshot = bot.snapshot.replace(logs=(tail,))
+    first = await bot.says(ADMIN, "/logs <worker>")
+    await until(lambda: len(bot.api.texts(ADMIN)) >= 2, "the second part")
+    parts = bot.api.texts(ADMIN)
+    assert first.text.startswith("(1/2) 📜 <worker> /var/log/<w>.log") and parts[1].startswith("(2/2) ")
+    assert all(len(part) <= 4096 for part in parts)
+    shown = "\n".join(parts)
+    assert "20 <b>not bold</b> & <script>" in shown and "39 <b>" in shown, "the last 20 lines, as written"
+    assert "19 <b>" not in shown
+    assert "hunter2secret" not in shown and "password=***" in shown
+
+
+def test_a_button_is_bound_to_its_asker_chat_and_deadline() -> None:
+    now = [1_800_000_000.0]
+    confirmations = Confirmations(TOKEN, ttl=60, clock=lambda: now[0])
+    plan: Any = SimpleNamespace(action=SimpleNamespace(name="restart"), actor=Actor.telegram(ADMIN, "ann"))
+    pending = confirmations.add(plan, user_id=ADMIN, chat_id=ADMIN, title="restart")
+    pending.message_id = 7
+    yes = confirmations.button("y", pending)
+    assert len(yes.encode()) <= 64
+    assert "signature" in (confirmations.decide(yes, user_id=ADMIN, chat_id=-100, message_id=7).refusal or "")
+    assert "only @ann" in (confirmations.decide(yes, user_id=VIEWER, chat_id=ADMIN, message_id=7).refusal or "")
+    another_key = Confirmations("654321:TEST-another-fake-token", ttl=60, clock=lambda: now[0])
+    assert another_key.button("y", pending) != yes, "the key comes from the token"
+    decision = confirmations.decide(yes, user_id=ADMIN, chat_id=ADMIN, message_id=7)
+    assert (decision.verb, decision.pending) == ("y", pending)
+    assert "already confirmed" in (confirmations.decide(yes, user_id=ADMIN, chat_id=ADMIN, message_id=7).refusal or "")
+    late = confirmations.add(plan, user_id=ADMIN, chat_id=ADMIN, title="restart")
+    now[0] += 61
+    decision = confirmations.decide(confirmations.button("y", late), user_id=ADMIN, chat_id=ADMIN, message_id=None)
+    assert decision.expired and decision.pending is late and decision.verb is None
+    restarted = Confirmations(TOKEN, ttl=60, clock=lambda: now[0])
+    fresh = confirmations.add(plan, user_id=ADMIN, chat_id=ADMIN, title="restart")
+    refusal = restarted.decide(confirmations.button("y", fresh), user_id=ADMIN, chat_id=ADMIN, message_id=None).refusal
+    assert refusal is not None and "opstui restarted since this was asked" in refusal
+
+
+def test_the_bots_fact_says_what_a_person_must_do() -> None:
+    now = 1_800_000_000.0
+    polling = BotStatus("polling", username="ops_bot", since=now - 600, last_command_at=now - 120, updated_at=now)
+    assert bot_check(polling, now=now) == CheckInfo(
+        key="telegram-bot",
+        name="telegram bot",
+        kind="bot",
+        level=Level.OK,
+        source="bot",
+        detail="@ops_bot answers commands; the last came 2m ago",
+    )
+    assert bot_check(polling, now=now + 600) is None, "a bot that stopped refreshing it no longer runs"
+    conflict = BotStatus("conflict", problem="another program polls", since=now - 30, updated_at=now)
+    assert bot_check(conflict, now=now).level is Level.OK  # type: ignore[union-attr]
+    assert bot_check(conflict, now=now + 60).level is Level.WARNING  # type: ignore[union-attr]
+    revoked = BotStatus("unauthorized", problem="getMe: Telegram answered 401: Unauthorized", updated_at=now - 86400)
+    check = bot_check(revoked, now=now)
+    assert check is not None and check.level is Level.CRITICAL and "fix [telegram] token" in (check.detail or "")
+
+
+def test_the_config_says_what_is_wrong_with_bot(tmp_path: Path) -> None:
+    path = tmp_path / "opstui.toml"
+    path.write_text("[bot]\nenabled = true\nadmins = [1001]\n")
+    with pytest.raises(ConfigError, match=r"bot.enabled = true needs \[telegram\] token"):
+        load_config(path)
+    path.write_text("[bot]\nadmins = [-1001234]\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert error.value.key == "bot.admins" and error.value.line == 2
+    assert "is not a Telegram user id" in str(error.value) and "/whoami" in str(error.value)
