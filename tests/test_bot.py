@@ -65,7 +65,7 @@ async def test_a_viewer_can_read_the_status_but_not_restart(make_bot, tmp_path: 
     status = await bot.says(VIEWER, "/status")
     text = status.text
     assert text.startswith("🔴 web-1 · critical")
-    assert "👑 web-1 answers (a single daemon)" in text
+    assert "👑 web-1: leads (a single daemon)" in text
     assert "🔴 worker errored · 283 restarts (12 last hour)" in text and "🟢 api online" in text
     assert "🟠 incoming: 162" in text
     assert "🔴 worker restarted 12 times in 10m · 5m" in text
@@ -286,7 +286,7 @@ def test_the_bots_fact_says_what_a_person_must_do() -> None:
     assert bot_check(conflict, now=now + 60).level is Level.WARNING  # type: ignore[union-attr]
     revoked = BotStatus("unauthorized", problem="getMe: Telegram answered 401: Unauthorized", updated_at=now - 86400)
     check = bot_check(revoked, now=now)
-    assert check is not None and check.level is Level.CRITICAL and "fix [telegram] token" in (check.detail or "")
+    assert check is not None and check.level is Level.CRITICAL and "fix [telegram]" in (check.detail or "")
 
 
 def test_the_config_says_what_is_wrong_with_bot(tmp_path: Path) -> None:

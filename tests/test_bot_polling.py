@@ -122,7 +122,7 @@ async def test_a_revoked_token_stops_polling_loudly(make_bot, caplog) -> None:  
     await until(lambda: bot.bot._task.done(), "polling to stop")  # type: ignore[union-attr]
     check = bot.bot.check()
     assert check is not None and check.level is Level.CRITICAL
-    assert "Telegram refuses the bot token" in (check.detail or "") and "fix [telegram] token" in (check.detail or "")
+    assert "Telegram refuses the bot" in (check.detail or "") and "fix [telegram] and restart" in (check.detail or "")
     stored = [c for c in stored_delivery_checks(bot.store, bot.clock()) if c.kind == "bot"]
     assert stored and stored[0].level is Level.CRITICAL, "the TUI and `opstui check` see it too"
     assert [c.method for c in bot.api.calls] == ["getme"], "nothing more is tried"
@@ -157,11 +157,11 @@ async def test_only_the_leader_polls(make_bot) -> None:  # type: ignore[no-untyp
     leader = make_bot(instance="a", is_leader=lambda: leading["a"])
     leading["a"] = True
     await leader.bot.leadership_changed(True)
-    assert "👑 a answers" in (await leader.says(ADMIN, "/status")).text
+    assert "👑 a: leads" in (await leader.says(ADMIN, "/status")).text
 
     leading.update(a=False, b=True)  # a hand-over
     answer = await follower.says(ADMIN, "/status")
-    assert "👑 b answers" in answer.text
+    assert "👑 b: leads" in answer.text
     assert leader.bot.check() is None, "the fact is the leader's to give"
     await follower.stop()
     polls = len(follower.api.calls_to("getUpdates"))
@@ -209,7 +209,7 @@ async def test_the_daemon_answers_commands_when_the_bot_is_enabled(make_bot, tmp
     try:
         api.user_says(ADMIN, "/status")
         answers = await until(lambda: api.texts(ADMIN), "the daemon's answer", limit=30)
-        assert answers[0].startswith("🟢 vps-1 · ok") and "👑 vps-1 answers (a single daemon)" in answers[0]
+        assert answers[0].startswith("🟢 vps-1 · ok") and "👑 vps-1: leads (a single daemon)" in answers[0]
     finally:
         stop.set()
         assert await asyncio.wait_for(daemon, 10) == 0

@@ -52,7 +52,8 @@ def _word(asked: Asked, index: int) -> str | None:
 
 async def status(bot: CommandBot, asked: Asked) -> None:
     if (snapshot := await _snapshot(bot, asked)) is not None:
-        lines = views.status_lines(snapshot, config=bot.config.alerts, leader=bot.leader(), tz=bot.tz)
+        leader = f"{bot.config.general.instance}: {bot.leader()}"
+        lines = views.status_lines(snapshot, config=bot.config.alerts, leader=leader, tz=bot.tz)
         await bot.reply(asked, lines)
 
 

@@ -93,7 +93,8 @@ class CommandBot:
     """The command bot of one daemon; `start()` it, `await stop()` it, and read `check()` for its fact.
 
     `actions` and `snapshot` are asked for each time (a reloaded daemon swaps them); `is_leader` says whether
-    this daemon may poll (default: always); `leader` describes who leads, for /status.
+    this daemon may poll (default: always); `leader` says how this daemon leads, for /status ("leading (token
+    7)"; `Leadership.describe`).
     """
 
     def __init__(
@@ -119,7 +120,7 @@ class CommandBot:
         self.snapshot = snapshot
         self.follows_leadership = is_leader is not None
         self.is_leader: Callable[[], bool] = is_leader or (lambda: True)
-        self.leader: Callable[[], str] = leader or (lambda: f"{config.general.instance} answers (a single daemon)")
+        self.leader: Callable[[], str] = leader or (lambda: "leads (a single daemon)")
         telegram = config.telegram
         self.api = api or TelegramBot(telegram.token, api_base=telegram.api_base, timeout=telegram.timeout)
         self.clock = clock
@@ -440,9 +441,9 @@ class CommandBot:
         if reason.startswith("chat "):
             text = "⛔ opstui takes no commands in this chat."
         elif reason.startswith("not in"):
-            last = self._strangers.get(asked.user_id)
             now = self.clock()
-            if last is not None and now - last < STRANGER_REPLY_EVERY:
+            self._strangers = {user: at for user, at in self._strangers.items() if now - at < STRANGER_REPLY_EVERY}
+            if asked.user_id in self._strangers:
                 return
             self._strangers[asked.user_id] = now
             text = (

@@ -50,7 +50,10 @@ def bot_check(status: BotStatus | None, *, now: float) -> CheckInfo | None:
     level = Level.OK
     if status.state == "unauthorized":
         level = Level.CRITICAL
-        detail = f"Telegram refuses the bot token, so nobody can command opstui: {status.problem}; fix [telegram] token"
+        detail = (
+            f"Telegram refuses the bot, so nobody can command opstui: {status.problem}; the token is wrong or "
+            "was revoked (get it from @BotFather), or api_base is not a Bot API: fix [telegram] and restart"
+        )
     elif status.state == "conflict":
         level = Level.WARNING if lasted >= CONFLICT_WARNING_AFTER else Level.OK
         detail = f"{status.problem} (for {format_age(lasted)})"
