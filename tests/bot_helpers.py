@@ -82,6 +82,7 @@ def write_bot_config(
                     "command": [PY, "-c", RESTART, str(tmp_path / "restarted.txt"), "{process.name}"],
                 },
                 {"name": "purge-dead", "dangerous": True, "command": [PY, "-c", "print('purged 3 dead jobs')"]},
+                {"name": "slow", "command": [PY, "-c", "import time; print('started', flush=True); time.sleep(60)"]},
             ],
             "script": [
                 {

@@ -13,10 +13,11 @@ import pytest
 
 from bot_helpers import ADMIN, SECRET_PART, until, write_bot_config
 from opstui.alerts import active_silences, stored_delivery_checks
-from opstui.bot import core
+from opstui.bot import core, start_bot
 from opstui.bot.core import OFFSET_KEY
 from opstui.bot.status import read_bot_status
 from opstui.daemon import run_daemon
+from opstui.engine import Engine
 from opstui.logs import setup_logging
 from opstui.model import Level
 from opstui.state import StateStore
@@ -220,3 +221,31 @@ async def test_the_daemon_answers_commands_when_the_bot_is_enabled(make_bot, tmp
         assert store.get_meta(OFFSET_KEY) == str(api.updates[-1]["update_id"] + 1)
     finally:
         store.close()
+
+
+async def test_stopping_the_bot_stops_its_runs_and_says_so(make_bot, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    api = make_bot.api
+    config = write_bot_config(tmp_path, api, instance="vps-1")
+    engine = Engine([], instance="vps-1")
+    store = StateStore.in_dir(config.state_dir())
+    bot = start_bot(config, engine=engine, store=store)
+    assert bot is not None and engine.processors == [bot.add_status], "its fact goes ahead of the alert rules"
+    try:
+        api.user_says(ADMIN, "/recover slow")
+        asked = await until(lambda: next(iter(api.messages), None), "the confirmation")
+        query = api.press(ADMIN, asked)
+        await until(lambda: query in api.answers and asked.text.startswith("▶️"), "the run to start")
+        await bot.stop()
+        assert asked.text.startswith("❌ slow\ncancelled in ") and "opstui is stopping" in asked.text
+        assert engine.processors == []
+        assert [e.result for e in bot.actions().audit.recent(5)] == ["cancelled"]
+    finally:
+        store.close()
+    assert (
+        start_bot(
+            config.model_copy(update={"bot": config.bot.model_copy(update={"enabled": False})}),
+            engine=engine,
+            store=store,
+        )
+        is None
+    )

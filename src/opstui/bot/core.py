@@ -158,14 +158,17 @@ class CommandBot:
         """Stop polling at once; runs already confirmed keep going (the daemon stops those), their messages
         keep being edited for up to `budget` seconds; confirmations still waiting are recorded as declined."""
         self._stopped.set()
-        for task in (self._task, self._sweeper):
-            if task is not None:
-                task.cancel()
+        deadline = time.monotonic() + budget
         started = [task for task in (self._task, self._sweeper) if task is not None]
+        for task in started:
+            task.cancel()
         if started:
             await asyncio.wait(started)
+        if self.owns_actions:  # its runs are stopped now (their messages say so), within the budget
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.actions().close(), max(0.1, deadline - time.monotonic()))
         if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=budget)
+            await asyncio.wait(set(self._tasks), timeout=max(0.1, deadline - time.monotonic()))
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -174,8 +177,6 @@ class CommandBot:
             self.confirmations.take(pending, "abandoned")
             with contextlib.suppress(ActionError, StateError):
                 await self.actions().decline(pending.plan, "opstui stopped before it was confirmed in Telegram")
-        if self.owns_actions:
-            await self.actions().close()
         if self._engine is not None and self.add_status in self._engine.processors:
             self._engine.processors.remove(self.add_status)
         await self.api.aclose()
@@ -193,6 +194,10 @@ class CommandBot:
             except TelegramError as exc:
                 if await self._failed(exc):
                     return
+                continue
+            except Exception as exc:  # a state database that refuses, a bug: never the end of polling
+                log.exception("the Telegram bot's polling failed")
+                await self._failed(TelegramError(f"polling failed inside opstui: {exc}", failure=Failure.TRANSIENT))
                 continue
             if updates is None:
                 continue
@@ -559,19 +564,30 @@ class CommandBot:
         except ActionError as exc:
             await self.edit(pending, [f"⛔ {pending.title}", f"Refused: {esc(exc)}"])
             return
-        await self.edit(pending, [f"▶️ {pending.title}", f"<i>running, confirmed by {who}</i>"])
-        self._spawn(self._follow(pending, run, who))
+        self._spawn(self._follow(pending, run, who))  # at once: a bot stopping now still says how the run ended
 
     async def _follow(self, pending: Pending, run: Run, who: str) -> None:
         """Edit the message with the latest output while the action runs, then with its result."""
         done = asyncio.ensure_future(run.wait())
         seen = 0
-        while not done.done():
-            await asyncio.wait({done}, timeout=PROGRESS_EVERY)
-            count = len(run.lines) + run.dropped
-            if not done.done() and count != seen:
-                seen = count
-                await self.edit(pending, [f"▶️ {pending.title}", f"<i>running, confirmed by {who}</i>", *_tail(run)])
+        try:
+            await self.edit(pending, [f"▶️ {pending.title}", f"<i>running, confirmed by {who}</i>"])
+            while not done.done():
+                await asyncio.wait({done}, timeout=PROGRESS_EVERY)
+                count = len(run.lines) + run.dropped
+                if not done.done() and count != seen:
+                    seen = count
+                    lines = [f"▶️ {pending.title}", f"<i>running, confirmed by {who}</i>", *_tail(run)]
+                    await self.edit(pending, lines)
+        except asyncio.CancelledError:  # the bot stops while the run goes on: the message must not say "running"
+            done.cancel()
+            lines = [
+                f"⏹ {pending.title}",
+                "<i>opstui's bot stopped while it ran: <code>opstui audit</code> has how it ended</i>",
+            ]
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.edit(pending, lines), 1.0)
+            raise
         result: RunResult = done.result()
         icon = "✅" if result.ok else "❌"
         await self.edit(
@@ -590,8 +606,8 @@ class CommandBot:
             for pending in self.confirmations.expired():
                 try:
                     await self._expired(pending)
-                except (TelegramError, StateError) as exc:
-                    log.warning("could not mark an expired confirmation: %s", exc)
+                except Exception:
+                    log.exception("could not mark an expired confirmation of %s", pending.plan.action.name)
 
     def _spawn(self, work: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(work)
