@@ -299,3 +299,18 @@ def test_the_config_says_what_is_wrong_with_bot(tmp_path: Path) -> None:
         load_config(path)
     assert error.value.key == "bot.admins" and error.value.line == 2
     assert "is not a Telegram user id" in str(error.value) and "/whoami" in str(error.value)
+
+
+async def test_a_reloaded_config_lets_a_new_viewer_in_without_dropping_what_waits(make_bot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    bot = make_bot()
+    assert "You may not use this bot" in (await bot.says(STRANGER, "/status")).text
+    asked = await bot.says(ADMIN, "/restart worker")
+    reloaded = bot.config.model_copy(update={"bot": bot.config.bot.model_copy(update={"viewers": [VIEWER, STRANGER]})})
+    assert bot.bot.reconfigure(reloaded)
+    assert (await bot.says(STRANGER, "/status")).text.startswith("🔴 web-1")
+    await bot.press(ADMIN, asked)
+    assert (await finished(asked)).startswith("✅ restart"), "a confirmation asked before the reload still works"
+    new_token = reloaded.model_copy(
+        update={"telegram": reloaded.telegram.model_copy(update={"token": "654321:TEST-another-fake-token"})}
+    )
+    assert not bot.bot.reconfigure(new_token), "another token is another bot: it must be started anew"

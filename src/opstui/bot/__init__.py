@@ -8,7 +8,9 @@ For the daemon:
 
     bot = start_bot(config, engine=engine, store=store, actions=lambda: actions,
                     is_leader=lambda: leadership.leading, leader=leadership.describe)
+    leadership.on_change(bot.leadership_changed)      # optional: hand-over at once instead of within 1 s
     ...
+    bot.reconfigure(new_config) or <stop it, start_bot again>; bot.attach(new_engine)   # on reload
     await bot.stop()
 
 - `core.py`: `CommandBot`: polling, leadership, authorization, confirmations, replies.
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
     from opstui.actions import Actions
     from opstui.config import Config
     from opstui.engine import Engine
+    from opstui.model import Snapshot
     from opstui.state import StateStore
 
 __all__ = ["CommandBot", "start_bot", "stored_bot_check"]
@@ -39,13 +42,16 @@ def start_bot(
     engine: Engine,
     store: StateStore,
     actions: Callable[[], Actions] | None = None,
+    snapshot: Callable[[], Snapshot | None] | None = None,
     is_leader: Callable[[], bool] | None = None,
     leader: Callable[[], str] | None = None,
 ) -> CommandBot | None:
     """Start the bot when `[bot] enabled = true` (else None) on a started engine; `await bot.stop()` ends it.
 
     `actions` gives the daemon's `Actions` (made with `telegram_allowlist=config.bot.admins`); without it the
-    bot makes its own from the config. Its fact joins every snapshot ahead of the alert rules.
+    bot makes its own from the config. `snapshot` defaults to the engine's (a daemon that replaces its engine
+    on reload passes `lambda: daemon.engine.snapshot` and calls `bot.attach(new_engine)`). The bot's fact
+    joins every snapshot of `engine` ahead of the alert rules.
     """
     if not config.bot.enabled:
         return None
@@ -61,7 +67,7 @@ def start_bot(
         config,
         store=store,
         actions=actions,
-        snapshot=lambda: engine.snapshot,
+        snapshot=snapshot or (lambda: engine.snapshot),
         is_leader=is_leader,
         leader=leader,
         owns_actions=owns_actions,

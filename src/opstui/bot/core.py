@@ -145,9 +145,28 @@ class CommandBot:
     # ------------------------------------------------------------------------------------------ lifecycle
 
     def attach(self, engine: Engine) -> None:
-        """Put the bot's fact into the engine's snapshots, ahead of the alert rules (until `stop`)."""
+        """Put the bot's fact into the engine's snapshots, ahead of the alert rules (until `stop`); a reloaded
+        daemon attaches it to its new engine."""
+        self._detach()
         engine.processors.insert(0, self.add_status)
         self._engine = engine
+
+    def _detach(self) -> None:
+        if self._engine is not None and self.add_status in self._engine.processors:
+            self._engine.processors.remove(self.add_status)
+        self._engine = None
+
+    def reconfigure(self, config: Config) -> bool:
+        """Take a reloaded config's [bot] lists and settings, keeping the poll, the waiting confirmations and
+        the runs it follows. False when that cannot be done in place (the bot was turned off, or [telegram]
+        token or api_base changed): then stop this bot and start a new one."""
+        old, new = self.config.telegram, config.telegram
+        if not config.bot.enabled or (new.token, new.api_base) != (old.token, old.api_base):
+            return False
+        self.config, self.settings = config, config.bot
+        self.tz = ZoneInfo(config.general.timezone)
+        self.confirmations.ttl = config.bot.confirm_within
+        return True
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -155,8 +174,10 @@ class CommandBot:
         self._sweeper = loop.create_task(self._sweep(), name="telegram bot confirmations")
 
     async def stop(self, budget: float = 2.0) -> None:
-        """Stop polling at once; runs already confirmed keep going (the daemon stops those), their messages
-        keep being edited for up to `budget` seconds; confirmations still waiting are recorded as declined."""
+        """Stop polling at once (no new command is taken), then give the runs it follows up to `budget` seconds
+        to end, so their messages say how they ended (a daemon that drains its actions meanwhile should run
+        this beside the draining); confirmations still waiting are recorded as declined. Runs of actions the
+        bot made itself (`owns_actions`) are stopped."""
         self._stopped.set()
         deadline = time.monotonic() + budget
         started = [task for task in (self._task, self._sweeper) if task is not None]
@@ -177,8 +198,7 @@ class CommandBot:
             self.confirmations.take(pending, "abandoned")
             with contextlib.suppress(ActionError, StateError):
                 await self.actions().decline(pending.plan, "opstui stopped before it was confirmed in Telegram")
-        if self._engine is not None and self.add_status in self._engine.processors:
-            self._engine.processors.remove(self.add_status)
+        self._detach()
         await self.api.aclose()
 
     async def run(self) -> None:
