@@ -146,6 +146,40 @@ async def test_recover_lists_the_actions_and_runs_a_script_in_a_mode(make_bot) -
     assert bot.audit()[-1].result == "refused"
 
 
+async def test_from_a_phone_a_restart_is_three_taps(make_bot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    bot = make_bot()
+    menu = await bot.says(ADMIN, "/restart")
+    assert menu.text.startswith("❓ restart: which process?")
+    assert [b["text"] for b in menu.buttons()] == ["worker", "api", "✖ Cancel"]
+    other = await bot.press(OTHER_ADMIN, menu)
+    assert "only @user1001" in other["text"] and menu.buttons(), "a menu is the asker's too"
+    await bot.press(ADMIN, menu)  # "worker"
+    await until(lambda: menu.text.startswith("❓ restart · process worker"), "the confirmation in the same message")
+    await bot.press(ADMIN, menu)  # Confirm
+    assert (await finished(menu)).startswith("✅ restart · process worker")
+    assert ran(tmp_path) == ["worker"] and len(bot.api.texts(ADMIN)) == 1, "one message, from question to result"
+
+
+async def test_recover_asks_for_the_action_then_its_mode(make_bot) -> None:  # type: ignore[no-untyped-def]
+    bot = make_bot()
+    menu = await bot.says(ADMIN, "/recover")
+    labels = [b["text"] for b in menu.buttons()]
+    assert labels == ["restart", "purge-dead", "slow", "recovery", "✖ Cancel"]
+    await bot.press(ADMIN, menu, button=labels.index("recovery"))
+    await until(lambda: menu.text.startswith("❓ recovery: which mode?"), "the modes")
+    assert [b["text"] for b in menu.buttons()] == ["full", "soft", "company", "✖ Cancel"]
+    await bot.press(ADMIN, menu, button=1)
+    await until(lambda: menu.text.startswith("❓ recovery soft"), "the confirmation")
+    company = await bot.says(ADMIN, "/recover recovery company")
+    assert (
+        company.text
+        == "✍️ recovery needs a value (the value after the mode company): send\n/recover recovery company VALUE"
+    )
+    await bot.press(ADMIN, menu)
+    outcome = await finished(menu)
+    assert outcome.startswith("✅ recovery soft") and "recovery mode soft" in outcome
+
+
 async def test_cancel_runs_nothing_and_is_recorded(make_bot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     bot = make_bot()
     asked = await bot.says(ADMIN, "/restart worker")
@@ -248,7 +282,7 @@ def test_a_button_is_bound_to_its_asker_chat_and_deadline() -> None:
     now = [1_800_000_000.0]
     confirmations = Confirmations(TOKEN, ttl=60, clock=lambda: now[0])
     plan: Any = SimpleNamespace(action=SimpleNamespace(name="restart"), actor=Actor.telegram(ADMIN, "ann"))
-    pending = confirmations.add(plan, user_id=ADMIN, chat_id=ADMIN, title="restart")
+    pending = confirmations.add(plan, chat_id=ADMIN, title="restart")
     pending.message_id = 7
     yes = confirmations.button("y", pending)
     assert len(yes.encode()) <= 64
@@ -259,12 +293,12 @@ def test_a_button_is_bound_to_its_asker_chat_and_deadline() -> None:
     decision = confirmations.decide(yes, user_id=ADMIN, chat_id=ADMIN, message_id=7)
     assert (decision.verb, decision.pending) == ("y", pending)
     assert "already confirmed" in (confirmations.decide(yes, user_id=ADMIN, chat_id=ADMIN, message_id=7).refusal or "")
-    late = confirmations.add(plan, user_id=ADMIN, chat_id=ADMIN, title="restart")
+    late = confirmations.add(plan, chat_id=ADMIN, title="restart")
     now[0] += 61
     decision = confirmations.decide(confirmations.button("y", late), user_id=ADMIN, chat_id=ADMIN, message_id=None)
     assert decision.expired and decision.pending is late and decision.verb is None
     restarted = Confirmations(TOKEN, ttl=60, clock=lambda: now[0])
-    fresh = confirmations.add(plan, user_id=ADMIN, chat_id=ADMIN, title="restart")
+    fresh = confirmations.add(plan, chat_id=ADMIN, title="restart")
     refusal = restarted.decide(confirmations.button("y", fresh), user_id=ADMIN, chat_id=ADMIN, message_id=None).refusal
     assert refusal is not None and "opstui restarted since this was asked" in refusal
 

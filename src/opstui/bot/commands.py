@@ -7,14 +7,15 @@ read-only mode, which the actions guard enforces).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from opstui.actions.base import rows_of
+from opstui.actions.base import Target, rows_of
 from opstui.alerts import active_silences, silence, unsilence
 from opstui.alerts.silences import matches
 from opstui.bot import views
+from opstui.bot.confirm import MENU_SIZE, Option, Pending
 from opstui.errors import ActionError, OpsError
 from opstui.model import Snapshot
 from opstui.notify.render import esc
@@ -83,18 +84,18 @@ def _row(bot: CommandBot, scope: str, word: str) -> dict[str, str]:
 
 async def restart(bot: CommandBot, asked: Asked) -> None:
     name = _word(asked, 0)
-    if name is None:
-        snapshot = bot.snapshot()
-        known = ", ".join(p.name for p in snapshot.processes) if snapshot is not None else ""
-        await bot.reply(asked, [f"Usage: <code>/restart PROCESS</code>; processes: {esc(known or 'none seen')}"])
-        return
-    await bot.propose(asked, "restart", _row(bot, "process", name))
+    await choose(bot, asked, "restart", _row(bot, "process", name) if name is not None else {})
 
 
 async def recover(bot: CommandBot, asked: Asked) -> None:
     actions = bot.actions()
     if not asked.words:
-        await bot.reply(asked, views.actions_lines(actions.all(), read_only=actions.read_only))
+        listing = views.actions_lines(actions.all(), read_only=actions.read_only)
+        options = [Option(action.name, action.name, {}) for action in actions.all()]
+        if not options:
+            await bot.reply(asked, listing)
+            return
+        await bot.offer(asked, "Which action?", options, details=listing[1:])
         return
     name, *rest = asked.words
     try:
@@ -117,7 +118,48 @@ async def recover(bot: CommandBot, asked: Asked) -> None:
         return
     for slot, word in zip(slots, positional, strict=False):
         args.update(_row(bot, slot, word) if slot == action.scope else {slot: word})
-    await bot.propose(asked, action.name, args)
+    await choose(bot, asked, action.name, args)
+
+
+async def choose(
+    bot: CommandBot, asked: Asked, name: str, args: Mapping[str, str], *, into: Pending | None = None
+) -> None:
+    """Plan `name` with `args`, or first ask, with buttons, what it still needs: the row it acts on, then each
+    parameter that has choices (a script's mode). `into`: the menu a pick came from, whose message it reuses."""
+    try:
+        action = bot.actions().get(name)
+    except ActionError:
+        await bot.propose(asked, name, args, into=into)  # refused, with a "did you mean", in the audit log
+        return
+    scope = action.scope
+    if scope != "global" and not any(key.startswith(f"{scope}.") for key in args):
+        snapshot = bot.snapshot()
+        rows = [row for row in rows_of(snapshot, scope) if action.offered_on(Target.of(row))] if snapshot else []
+        if rows:
+            names = [row.name for row in rows]
+            options = [
+                Option(row.name if names.count(row.name) == 1 else row.key, name, {**args, f"{scope}.key": row.key})
+                for row in rows
+            ]
+            more = [f"<i>… and {len(rows) - MENU_SIZE} more: name one, e.g. /recover {esc(name)} NAME</i>"]
+            details = more if len(rows) > MENU_SIZE else []
+            await bot.offer(asked, f"{name}: which {scope}?", options, details=details, into=into)
+            return
+    for parameter in action.parameters():
+        needed = parameter.when is None or args.get(parameter.when[0]) in parameter.when[1]
+        if not needed or parameter.name in args:
+            continue
+        if parameter.choices:
+            options = [Option(choice, name, {**args, parameter.name: choice}) for choice in parameter.choices]
+            await bot.offer(asked, f"{name}: which {parameter.name}?", options, into=into)
+        else:  # a free value (a company id) cannot be a button: say how to type it
+            given = [value for key, value in args.items() if key.startswith(f"{scope}.")]
+            given += [args[p.name] for p in action.parameters() if p.name in args]
+            usage = " ".join([name, *given, parameter.name.upper()])
+            lines = [f"✍️ {esc(name)} needs a {esc(parameter.name)} ({esc(parameter.help)}): send"]
+            await bot.say(asked, [*lines, f"<code>/recover {esc(usage)}</code>"], into=into)
+        return
+    await bot.propose(asked, name, args, into=into)
 
 
 async def confirm(bot: CommandBot, asked: Asked) -> None:
@@ -246,7 +288,7 @@ COMMANDS: dict[str, Command] = {
         Command("health", "Health checks and failing sources", "viewer", health),
         Command("queue", "Queue depths (or one queue in detail)", "viewer", queue, "[NAME]"),
         Command("logs", "The last error lines of a log", "viewer", logs, "[NAME]"),
-        Command("restart", "Restart a process (asks to confirm)", "admin", restart, "PROCESS"),
+        Command("restart", "Restart a process (asks to confirm)", "admin", restart, "[PROCESS]"),
         Command("recover", "Run a recovery action (asks to confirm)", "admin", recover, "[ACTION] [MODE]"),
         Command("silence", "Mute an alert's notifications for a while", "admin", silence_alert, "ALERT DURATION"),
         Command("silences", "The active silences", "viewer", silences),

@@ -13,6 +13,9 @@ replacing a leaked token with @BotFather invalidates every button made with the 
 
 Dangerous actions (a typed requirement) have no Confirm button: the person sends `/confirm CODE PHRASE`, the
 same typed name `opstui action run` asks for, bound to them, their chat and the same deadline.
+
+A menu (which process to restart, which mode to run a script in) is signed the same way: its buttons say
+`0`..`9` instead of `y` or `n`, and a pick only leads to the next question or to a plan with its Confirm.
 """
 
 from __future__ import annotations
@@ -22,46 +25,67 @@ import hashlib
 import hmac
 import secrets
 import string
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any
 
-from opstui.actions import Plan
+from opstui.actions import Actor, Plan
 
 KEY_LABEL = b"opstui bot: confirmation buttons v1"
 USED_KEPT = 600.0
 """Seconds a taken confirmation is remembered, to tell a replayed press what already happened."""
 _CODE_ALPHABET = string.ascii_lowercase + string.digits
-
-Verb = Literal["y", "n"]
+MENU_SIZE = 10
+"""Buttons in a menu: a pick is one digit in the signed data."""
 
 
 def signing_key(token: str) -> bytes:
     return hmac.new(token.encode(), KEY_LABEL, hashlib.sha256).digest()
 
 
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One button of a menu: its label, and the action and arguments it leads to."""
+
+    label: str
+    action: str
+    args: Mapping[str, str]
+
+
 @dataclass(slots=True)
 class Pending:
-    """A plan waiting for its person's yes, and the message that asks for it."""
+    """What waits for its person's press: a plan (Confirm / Cancel, or `/confirm` when dangerous) or a menu of
+    options; and the message that asks."""
 
-    plan: Plan
-    user_id: int
+    actor: Actor
     chat_id: int
     expires_at: float
     title: str
-    """The message's first line (HTML): what will run, on which row."""
+    """The message's first line (HTML): what will run, on which row; or the menu's question."""
+    plan: Plan | None = None
+    options: tuple[Option, ...] = ()
+    asked: Any = None
+    """For a menu: the command it answers (the bot's `Asked`), whose reply the picked option becomes."""
     nonce: str = field(default_factory=lambda: secrets.token_urlsafe(9))
     code: str = field(default_factory=lambda: "".join(secrets.choice(_CODE_ALPHABET) for _ in range(6)))
     """What `/confirm` takes for a dangerous action."""
     message_id: int | None = None
 
+    @property
+    def user_id(self) -> int:
+        return int(self.actor.id)
+
+    @property
+    def action(self) -> str:
+        return self.plan.action.name if self.plan is not None else "(menu)"
+
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """What a press means: the pending plan and the verb, or why nothing happens (`refusal`); an expired press
-    also carries its plan, so its message can say so."""
+    """What a press means: the pending plan or menu and the verb (`y`, `n`, or a menu's digit), or why nothing
+    happens (`refusal`); an expired press also carries what it was for, so its message can say so."""
 
-    verb: Verb | None = None
+    verb: str | None = None
     pending: Pending | None = None
     refusal: str | None = None
     action: str | None = None
@@ -80,12 +104,21 @@ class Confirmations:
         self._used: dict[str, tuple[float, str, str]] = {}
         """nonce -> (when, what happened, the action's name), for a replayed press."""
 
-    def add(self, plan: Plan, *, user_id: int, chat_id: int, title: str) -> Pending:
-        pending = Pending(plan, user_id, chat_id, self.clock() + self.ttl, title)
+    def add(self, plan: Plan, *, chat_id: int, title: str) -> Pending:
+        """A plan waiting for its asker's Confirm (the plan says who asked)."""
+        return self._wait(Pending(plan.actor, chat_id, self.clock() + self.ttl, title, plan=plan))
+
+    def menu(self, options: list[Option], *, asked: Any, actor: Actor, chat_id: int, title: str) -> Pending:
+        """A question with up to MENU_SIZE options, only for `actor` to answer."""
+        pending = Pending(actor, chat_id, self.clock() + self.ttl, title, options=tuple(options[:MENU_SIZE]))
+        pending.asked = asked
+        return self._wait(pending)
+
+    def _wait(self, pending: Pending) -> Pending:
         self._pending[pending.nonce] = pending
         return pending
 
-    def button(self, verb: Verb, pending: Pending) -> str:
+    def button(self, verb: str, pending: Pending) -> str:
         deadline = _b36(int(pending.expires_at))
         signature = self._sign(verb, pending.nonce, deadline, pending.user_id, pending.chat_id)
         return f"{verb}.{pending.nonce}.{deadline}.{signature}"
@@ -93,11 +126,11 @@ class Confirmations:
     def decide(self, data: str, *, user_id: int, chat_id: int | None, message_id: int | None) -> Decision:
         """Check a pressed button; a Decision with a pending plan is taken out (a second press finds nothing)."""
         parts = data.split(".")
-        if len(parts) != 4 or parts[0] not in ("y", "n"):
+        if len(parts) != 4 or not (parts[0] in ("y", "n") or (len(parts[0]) == 1 and parts[0].isdigit())):
             return Decision(refusal="this button is not one of opstui's: nothing was done")
         verb, nonce, deadline, signature = parts
         pending = self._pending.get(nonce)
-        action = pending.plan.action.name if pending is not None else None
+        action = pending.action if pending is not None else None
         expected = self._sign(verb, nonce, deadline, user_id, chat_id)
         if not hmac.compare_digest(expected, signature):
             if pending is not None and pending.user_id != user_id:
@@ -124,12 +157,14 @@ class Confirmations:
             return Decision(refusal="opstui restarted since this was asked, so it is no longer waiting; ask again")
         if message_id is not None and pending.message_id is not None and message_id != pending.message_id:
             return Decision(refusal="this button belongs to another message: nothing was done", action=action)
-        self.take(pending, "confirmed" if verb == "y" else "cancelled")
-        return Decision(verb=verb, pending=pending, action=action)  # type: ignore[arg-type]
+        if verb.isdigit() and int(verb) >= len(pending.options):
+            return Decision(refusal="this button's signature does not match: nothing was done", action=action)
+        self.take(pending, {"y": "confirmed", "n": "cancelled"}.get(verb, "chosen"))
+        return Decision(verb=verb, pending=pending, action=action)
 
     def by_code(self, code: str, *, user_id: int, chat_id: int) -> Pending | str:
         """The dangerous plan a `/confirm CODE` names, taken out; or why not."""
-        pending = next((p for p in self._pending.values() if p.code == code.lower()), None)
+        pending = next((p for p in self._pending.values() if p.plan is not None and p.code == code.lower()), None)
         if pending is None:
             return f"no confirmation {code!r} is waiting (it expired, was used, or opstui restarted); ask again"
         if pending.user_id != user_id or pending.chat_id != chat_id:
@@ -143,7 +178,7 @@ class Confirmations:
     def take(self, pending: Pending, what: str) -> None:
         self._pending.pop(pending.nonce, None)
         now = self.clock()
-        self._used[pending.nonce] = (now, what, pending.plan.action.name)
+        self._used[pending.nonce] = (now, what, pending.action)
         for nonce, (at, _, _) in list(self._used.items()):
             if now - at > USED_KEPT:
                 del self._used[nonce]
@@ -166,7 +201,7 @@ class Confirmations:
 
 
 def _who(pending: Pending) -> str:
-    actor = pending.plan.actor
+    actor = pending.actor
     return f"@{actor.username}" if actor.username else f"user {actor.id}"
 
 

@@ -23,15 +23,15 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo
 
-from opstui.actions import Actions, Actor, Confirmation, Run, RunResult
+from opstui.actions import Actions, Actor, Confirmation, Plan, Run, RunResult
 from opstui.actions.audit import Request
-from opstui.bot.commands import COMMANDS, unknown_command
-from opstui.bot.confirm import Confirmations, Pending
+from opstui.bot.commands import COMMANDS, choose, unknown_command
+from opstui.bot.confirm import Confirmations, Option, Pending
 from opstui.bot.status import REFRESH_EVERY, BotStatus, State, bot_check, write_bot_status
 from opstui.errors import ActionError, StateError
 from opstui.model import CheckInfo, Snapshot
@@ -196,8 +196,9 @@ class CommandBot:
             await asyncio.wait(set(self._tasks))
         for pending in self.confirmations.waiting():
             self.confirmations.take(pending, "abandoned")
-            with contextlib.suppress(ActionError, StateError):
-                await self.actions().decline(pending.plan, "opstui stopped before it was confirmed in Telegram")
+            if pending.plan is not None:
+                with contextlib.suppress(ActionError, StateError):
+                    await self.actions().decline(pending.plan, "opstui stopped before it was confirmed in Telegram")
         self._detach()
         await self.api.aclose()
 
@@ -500,14 +501,15 @@ class CommandBot:
 
     # ------------------------------------------------------------------------------------------ actions
 
-    async def propose(self, asked: Asked, name: str, args: dict[str, str]) -> None:
+    async def propose(self, asked: Asked, name: str, args: Mapping[str, str], *, into: Pending | None = None) -> None:
         """Plan an action for the person who asked and show what will run with Confirm / Cancel (dangerous:
-        the /confirm code); refusals come from the guard, already audited."""
+        the /confirm code); refusals come from the guard, already audited. `into`: the menu it was picked
+        from, whose message becomes the confirmation."""
         actions = self.actions()
         try:
             plan = await actions.plan(name, actor=asked.actor, args=args)
         except ActionError as exc:
-            await self.reply(asked, [f"⛔ Refused: {esc(exc)}"])
+            await self.say(asked, [f"⛔ Refused: {esc(exc)}"], into=into)
             return
         target = plan.target
         title = f"<b>{esc(plan.action.name)}</b>"
@@ -517,17 +519,16 @@ class CommandBot:
         if params:
             title += f" {esc(' '.join(params))}"
         shown = [f"<code>{esc(line)}</code>" for line in plan.shown]
+        pending = self.confirmations.add(plan, chat_id=asked.chat_id, title=title)
         if plan.requirement.kind == "none":
-            sent = await self.reply(asked, [f"▶️ {title}", f"<i>asked by {esc(asked.who)}</i>", *shown])
-            pending = self.confirmations.add(plan, user_id=asked.user_id, chat_id=asked.chat_id, title=title)
             self.confirmations.take(pending, "run at once")
-            pending.message_id = sent
-            await self._start(pending, plan.confirmation("runs without asking (confirm = false), from Telegram"))
+            lines = [f"▶️ {title}", f"<i>asked by {esc(asked.who)}</i>", *shown]
+            pending.message_id = await self.say(asked, lines, into=into)
+            await self._start(pending, plan, plan.confirmation("runs without asking (confirm = false), from Telegram"))
             return
-        pending = self.confirmations.add(plan, user_id=asked.user_id, chat_id=asked.chat_id, title=title)
         ttl = int(self.settings.confirm_within)
         lines = [f"❓ {title}", f"<i>asked by {esc(asked.who)}</i>", "Will run:", *shown]
-        cancel = {"text": "✖ Cancel", "callback_data": self.confirmations.button("n", pending)}
+        cancel = self._button("✖ Cancel", "n", pending)
         if plan.requirement.kind == "typed":
             phrase = plan.requirement.phrase or ""
             lines += [
@@ -537,8 +538,31 @@ class CommandBot:
             keyboard = [[cancel]]
         else:
             lines.append(f"Confirm within {ttl} s.")
-            keyboard = [[{"text": "✅ Confirm", "callback_data": self.confirmations.button("y", pending)}, cancel]]
-        pending.message_id = await self.reply(asked, lines, markup={"inline_keyboard": keyboard})
+            keyboard = [[self._button("✅ Confirm", "y", pending), cancel]]
+        pending.message_id = await self.say(asked, lines, markup={"inline_keyboard": keyboard}, into=into)
+
+    async def offer(
+        self,
+        asked: Asked,
+        question: str,
+        options: list[Option],
+        *,
+        details: Sequence[str] = (),
+        into: Pending | None = None,
+    ) -> None:
+        """A menu (which process, which mode): a button per option, two a row, for the asker only, within
+        `confirm_within`; a pick leads to `commands.choose` (the next question, or the plan to confirm).
+        `details`: HTML lines shown under the question."""
+        pending = self.confirmations.menu(
+            options, asked=asked, actor=asked.actor, chat_id=asked.chat_id, title=esc(question)
+        )
+        buttons = [self._button(option.label, str(i), pending) for i, option in enumerate(pending.options)]
+        keyboard = [buttons[i : i + 2] for i in range(0, len(buttons), 2)] + [[self._button("✖ Cancel", "n", pending)]]
+        lines = [f"❓ {pending.title}", f"<i>asked by {esc(asked.who)}</i>", *details]
+        pending.message_id = await self.say(asked, lines, markup={"inline_keyboard": keyboard}, into=into)
+
+    def _button(self, text: str, verb: str, pending: Pending) -> dict[str, str]:
+        return {"text": text, "callback_data": self.confirmations.button(verb, pending)}
 
     async def confirm_typed(self, asked: Asked, code: str, phrase: str) -> None:
         """`/confirm CODE PHRASE`: the typed confirmation of a dangerous action."""
@@ -547,7 +571,10 @@ class CommandBot:
             await self.audit(asked.actor, "/confirm", reason=found, chat_id=asked.chat_id, text=asked.text)
             await self.reply(asked, [f"⛔ {esc(found)}"])
             return
-        await self._start(found, found.plan.confirmation("typed its name in Telegram (/confirm)", typed=phrase))
+        assert found.plan is not None
+        await self._start(
+            found, found.plan, found.plan.confirmation("typed its name in Telegram (/confirm)", typed=phrase)
+        )
 
     async def _on_callback(self, query: dict[str, Any]) -> None:
         query_id = str(query.get("id", ""))
@@ -567,20 +594,25 @@ class CommandBot:
                 await self._expired(decision.pending)
             return
         pending = decision.pending
-        assert pending is not None
+        assert pending is not None and decision.verb is not None
         if decision.verb == "n":
             await self.answer(query_id, "Cancelled: nothing runs")
-            with contextlib.suppress(ActionError):
-                await self.actions().decline(pending.plan, "pressed Cancel in Telegram")
+            if pending.plan is not None:
+                with contextlib.suppress(ActionError):
+                    await self.actions().decline(pending.plan, "pressed Cancel in Telegram")
             await self.edit(pending, [f"✖ {pending.title}", f"<i>cancelled by {esc(_who(actor))}: nothing ran</i>"])
-            return
-        await self.answer(query_id, f"Running {pending.plan.action.name}…")
-        await self._start(pending, pending.plan.confirmation("pressed Confirm in Telegram"))
+        elif pending.plan is not None:
+            await self.answer(query_id, f"Running {pending.plan.action.name}…")
+            await self._start(pending, pending.plan, pending.plan.confirmation("pressed Confirm in Telegram"))
+        else:
+            option = pending.options[int(decision.verb)]
+            await self.answer(query_id, option.label)
+            await choose(self, pending.asked, option.action, option.args, into=pending)
 
-    async def _start(self, pending: Pending, confirmation: Confirmation) -> None:
-        who = esc(_who(pending.plan.actor))
+    async def _start(self, pending: Pending, plan: Plan, confirmation: Confirmation) -> None:
+        who = esc(_who(plan.actor))
         try:
-            run = await self.actions().start(pending.plan, confirmation)
+            run = await self.actions().start(plan, confirmation)
         except ActionError as exc:
             await self.edit(pending, [f"⛔ {pending.title}", f"Refused: {esc(exc)}"])
             return
@@ -616,6 +648,9 @@ class CommandBot:
 
     async def _expired(self, pending: Pending) -> None:
         ttl = int(self.settings.confirm_within)
+        if pending.plan is None:
+            await self.edit(pending, [f"⌛ {pending.title}", f"<i>nothing was chosen within {ttl} s</i>"])
+            return
         with contextlib.suppress(ActionError):
             await self.actions().decline(pending.plan, f"not confirmed within {ttl} s in Telegram")
         await self.edit(pending, [f"⌛ {pending.title}", f"<i>not confirmed within {ttl} s: nothing ran</i>"])
@@ -627,7 +662,7 @@ class CommandBot:
                 try:
                     await self._expired(pending)
                 except Exception:
-                    log.exception("could not mark an expired confirmation of %s", pending.plan.action.name)
+                    log.exception("could not mark an expired confirmation of %s", pending.action)
 
     def _spawn(self, work: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(work)
@@ -664,15 +699,30 @@ class CommandBot:
                 message_id = sent["message_id"]
         return message_id
 
-    async def edit(self, pending: Pending, lines: Sequence[str]) -> None:
-        """Replace the message that asked for a confirmation (its keyboard goes away)."""
+    async def edit(self, pending: Pending, lines: Sequence[str], *, markup: dict[str, Any] | None = None) -> None:
+        """Replace the message that asked (its keyboard goes away unless `markup` gives another)."""
         if pending.message_id is None:
             return
         text = "\n".join(lines)
         try:
-            await self._call("editMessageText", chat_id=pending.chat_id, message_id=pending.message_id, text=text)
+            await self._call(
+                "editMessageText",
+                chat_id=pending.chat_id,
+                message_id=pending.message_id,
+                text=text,
+                reply_markup=markup,
+            )
         except TelegramError as exc:
-            log.warning("could not update the bot's message about %s: %s", pending.plan.action.name, exc)
+            log.warning("could not update the bot's message about %s: %s", pending.action, exc)
+
+    async def say(
+        self, asked: Asked, lines: Sequence[str], *, markup: dict[str, Any] | None = None, into: Pending | None = None
+    ) -> int | None:
+        """Answer the command, or turn the menu message `into` into the answer; the message's id."""
+        if into is None:
+            return await self.reply(asked, lines, markup=markup)
+        await self.edit(into, lines, markup=markup)
+        return into.message_id
 
     async def answer(self, query_id: str, text: str, *, alert: bool = False) -> None:
         """Answer a button press (the client shows a spinner until then); a late answer is not an error."""
