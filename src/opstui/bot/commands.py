@@ -7,6 +7,7 @@ read-only mode, which the actions guard enforces).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -194,7 +195,9 @@ async def silence_alert(bot: CommandBot, asked: Asked) -> None:
         return
     pattern, duration, *why = asked.words
     try:
-        made = silence(bot.store, pattern, duration, by=str(asked.actor), comment=" ".join(why))
+        made = await asyncio.to_thread(
+            silence, bot.store, pattern, duration, by=str(asked.actor), comment=" ".join(why)
+        )
     except OpsError as exc:
         await bot.reply(asked, [f"⛔ {esc(exc)}"])
         return
@@ -210,7 +213,7 @@ async def silence_alert(bot: CommandBot, asked: Asked) -> None:
 
 
 async def silences(bot: CommandBot, asked: Asked) -> None:
-    active = active_silences(bot.store)
+    active = await asyncio.to_thread(active_silences, bot.store)
     lines = [f"🔕 {esc(s.describe(bot.tz))}" for s in active] or ["No silences are active."]
     await bot.reply(asked, lines)
 
@@ -224,7 +227,7 @@ async def unsilence_alert(bot: CommandBot, asked: Asked) -> None:
         return
     if not await _admitted(bot, asked):
         return
-    ended = unsilence(bot.store, int(which) if which.isdigit() else which)
+    ended = await asyncio.to_thread(unsilence, bot.store, int(which) if which.isdigit() else which)
     if not ended:
         await bot.reply(asked, [f"No active silence is {esc(which)}; /silences lists them."])
         return
@@ -237,7 +240,8 @@ async def report(bot: CommandBot, asked: Asked) -> None:
     from opstui.report import build_report, report_timezone
 
     if (snapshot := await _snapshot(bot, asked)) is not None:
-        await bot.reply(asked, build_report(snapshot, bot.store, tz=report_timezone(bot.config)))
+        tz = report_timezone(bot.config)
+        await bot.reply(asked, await asyncio.to_thread(build_report, snapshot, bot.store, tz=tz))
 
 
 async def test(bot: CommandBot, asked: Asked) -> None:

@@ -222,7 +222,7 @@ class CommandBot:
                 continue
             if updates is None:
                 continue
-            self._polled()
+            await self._polled()
             for update in updates:
                 await self._handle(update)
 
@@ -296,11 +296,11 @@ class CommandBot:
             result = poll.result()
         return [u for u in result if isinstance(u, dict)] if isinstance(result, list) else []
 
-    def _polled(self) -> None:
+    async def _polled(self) -> None:
         if self._failures:
             log.info("Telegram answers the bot's polls again")
         self._failures = 0
-        self._set_status("polling", None)
+        await self._set_status("polling", None)
 
     async def _failed(self, exc: TelegramError) -> bool:
         """Say what went wrong, once, and wait before polling again; True when polling must stop for good."""
@@ -312,7 +312,7 @@ class CommandBot:
                 "opstui restarted",
                 exc,
             )
-            self._set_status("unauthorized", str(exc))
+            await self._set_status("unauthorized", str(exc))
             return True
         base = BACKOFF_BASE
         if exc.status == 409:
@@ -338,14 +338,14 @@ class CommandBot:
         if changed or now - self._last_failure_log >= STILL_FAILING_LOG_EVERY:
             self._last_failure_log = now
             log.warning("Telegram bot: %s; polling again in %.0fs", problem, delay)
-        self._set_status(state, problem)
+        await self._set_status(state, problem)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopped.wait(), delay)
         return False
 
     # ------------------------------------------------------------------------------------------ status
 
-    def _set_status(self, state: State, problem: str | None) -> None:
+    async def _set_status(self, state: State, problem: str | None) -> None:
         now = self.clock()
         if (state, problem) != (self.status.state, self.status.problem):
             self.status.since = now
@@ -353,8 +353,8 @@ class CommandBot:
         self.status.updated_at = now
         written = self._written
         if written is None or written[:2] != (state, problem) or now - written[2] >= REFRESH_EVERY:
-            try:
-                write_bot_status(self.store, self.status)
+            try:  # off the event loop: with high availability the store is a PostgreSQL server away
+                await asyncio.to_thread(write_bot_status, self.store, self.status)
                 self._written = (state, problem, now)
             except StateError as exc:
                 log.warning("cannot record the bot's status: %s", exc)
