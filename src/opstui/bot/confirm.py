@@ -135,7 +135,8 @@ class Confirmations:
         if not hmac.compare_digest(expected, signature):
             if pending is not None and pending.user_id != user_id:
                 return Decision(
-                    refusal=f"only {_who(pending)}, who asked for it, can confirm this: nothing was done", action=action
+                    refusal=f"only {who(pending.actor)}, who asked for it, can confirm this: nothing was done",
+                    action=action,
                 )
             return Decision(
                 refusal="this button's signature does not match (forged or altered): nothing was done", action=action
@@ -168,7 +169,7 @@ class Confirmations:
         if pending is None:
             return f"no confirmation {code!r} is waiting (it expired, was used, or opstui restarted); ask again"
         if pending.user_id != user_id or pending.chat_id != chat_id:
-            return f"confirmation {code} was asked for by {_who(pending)} in another chat or by another person"
+            return f"confirmation {code} was asked for by {who(pending.actor)} in another chat or by another person"
         if self.clock() > pending.expires_at:
             self.take(pending, "expired")
             return f"confirmation {code} expired: it is valid for {int(self.ttl)} s; ask again"
@@ -200,8 +201,8 @@ class Confirmations:
         return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
-def _who(pending: Pending) -> str:
-    actor = pending.actor
+def who(actor: Actor) -> str:
+    """How a Telegram user is named in the bot's messages: `@ann`, or `user 111222333` without a username."""
     return f"@{actor.username}" if actor.username else f"user {actor.id}"
 
 

@@ -31,7 +31,7 @@ from zoneinfo import ZoneInfo
 from opstui.actions import Actions, Actor, Confirmation, Plan, Run, RunResult
 from opstui.actions.audit import Request
 from opstui.bot.commands import COMMANDS, choose, unknown_command
-from opstui.bot.confirm import Confirmations, Option, Pending
+from opstui.bot.confirm import Confirmations, Option, Pending, who
 from opstui.bot.status import REFRESH_EVERY, BotStatus, State, bot_check, write_bot_status
 from opstui.errors import ActionError, StateError
 from opstui.model import CheckInfo, Snapshot
@@ -86,7 +86,7 @@ class Asked:
 
     @property
     def who(self) -> str:
-        return f"@{self.username}" if self.username else f"user {self.user_id}"
+        return who(self.actor)
 
 
 class CommandBot:
@@ -600,7 +600,7 @@ class CommandBot:
             if pending.plan is not None:
                 with contextlib.suppress(ActionError):
                     await self.actions().decline(pending.plan, "pressed Cancel in Telegram")
-            await self.edit(pending, [f"✖ {pending.title}", f"<i>cancelled by {esc(_who(actor))}: nothing ran</i>"])
+            await self.edit(pending, [f"✖ {pending.title}", f"<i>cancelled by {esc(who(actor))}: nothing ran</i>"])
         elif pending.plan is not None:
             await self.answer(query_id, f"Running {pending.plan.action.name}…")
             await self._start(pending, pending.plan, pending.plan.confirmation("pressed Confirm in Telegram"))
@@ -610,26 +610,28 @@ class CommandBot:
             await choose(self, pending.asked, option.action, option.args, into=pending)
 
     async def _start(self, pending: Pending, plan: Plan, confirmation: Confirmation) -> None:
-        who = esc(_who(plan.actor))
+        confirmed_by = esc(who(plan.actor))
         try:
             run = await self.actions().start(plan, confirmation)
         except ActionError as exc:
             await self.edit(pending, [f"⛔ {pending.title}", f"Refused: {esc(exc)}"])
             return
-        self._spawn(self._follow(pending, run, who))  # at once: a bot stopping now still says how the run ended
+        self._spawn(
+            self._follow(pending, run, confirmed_by)
+        )  # at once: a bot stopping now still says how the run ended
 
-    async def _follow(self, pending: Pending, run: Run, who: str) -> None:
+    async def _follow(self, pending: Pending, run: Run, confirmed_by: str) -> None:
         """Edit the message with the latest output while the action runs, then with its result."""
         done = asyncio.ensure_future(run.wait())
         seen = 0
         try:
-            await self.edit(pending, [f"▶️ {pending.title}", f"<i>running, confirmed by {who}</i>"])
+            await self.edit(pending, [f"▶️ {pending.title}", f"<i>running, confirmed by {confirmed_by}</i>"])
             while not done.done():
                 await asyncio.wait({done}, timeout=PROGRESS_EVERY)
                 count = len(run.lines) + run.dropped
                 if not done.done() and count != seen:
                     seen = count
-                    lines = [f"▶️ {pending.title}", f"<i>running, confirmed by {who}</i>", *_tail(run)]
+                    lines = [f"▶️ {pending.title}", f"<i>running, confirmed by {confirmed_by}</i>", *_tail(run)]
                     await self.edit(pending, lines)
         except asyncio.CancelledError:  # the bot stops while the run goes on: the message must not say "running"
             done.cancel()
@@ -643,7 +645,8 @@ class CommandBot:
         result: RunResult = done.result()
         icon = "✅" if result.ok else "❌"
         await self.edit(
-            pending, [f"{icon} {pending.title}", esc(result.summary), f"<i>confirmed by {who}</i>", *_tail(run)]
+            pending,
+            [f"{icon} {pending.title}", esc(result.summary), f"<i>confirmed by {confirmed_by}</i>", *_tail(run)],
         )
 
     async def _expired(self, pending: Pending) -> None:
@@ -757,10 +760,6 @@ def _dict(value: object) -> dict[str, Any]:
 
 def _int(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _who(actor: Actor) -> str:
-    return f"@{actor.username}" if actor.username else f"user {actor.id}"
 
 
 def _tail(run: Run) -> list[str]:
