@@ -291,7 +291,7 @@ class CommandBot:
                 for task in (poll, lost):
                     task.cancel()
                 await asyncio.wait({poll, lost})
-            if not self.is_leader():
+            if poll.cancelled() or not self.is_leader():
                 return None
             result = poll.result()
         return [u for u in result if isinstance(u, dict)] if isinstance(result, list) else []
