@@ -67,6 +67,16 @@ Role = Literal["admin", "viewer"]
 
 
 @dataclass(frozen=True, slots=True)
+class Refusal:
+    reason: str
+    """For the audit log."""
+    answer: str
+    """For the person (HTML)."""
+    stranger: bool = False
+    """Not on any list: answered at most once per STRANGER_REPLY_EVERY, so nobody can make the bot spam."""
+
+
+@dataclass(frozen=True, slots=True)
 class Asked:
     """One command as a person sent it: who, in which chat, and the words after the command."""
 
@@ -448,37 +458,38 @@ class CommandBot:
             return "admin"
         return "viewer" if user_id in self.settings.viewers else None
 
-    def refusal(self, asked: Asked, level: str) -> str | None:
+    def refusal(self, asked: Asked, level: str) -> Refusal | None:
         """Why this person may not run a command of this level in this chat; None when they may."""
         if level == "anyone":
             return None
         if self.settings.chats and asked.chat_id not in self.settings.chats:
-            return f"chat {asked.chat_id} is not in [bot] chats"
+            return Refusal(f"chat {asked.chat_id} is not in [bot] chats", "⛔ opstui takes no commands in this chat.")
         role = self.role(asked.user_id)
         if role is None:
-            return "not in [bot] admins or viewers"
+            answer = (
+                f"⛔ You may not use this bot. Your Telegram user id is <code>{asked.user_id}</code>: an admin "
+                "can add it to [bot] viewers (read-only commands) or [bot] admins in opstui's config."
+            )
+            return Refusal("not in [bot] admins or viewers", answer, stranger=True)
         if level == "admin" and role != "admin":
-            return "a viewer: this command changes something, and only [bot] admins may run it"
+            return Refusal(
+                "a viewer: this command changes something, and only [bot] admins may run it",
+                f"⛔ /{esc(asked.command)} changes something: only [bot] admins may run it (you are a viewer).",
+            )
         return None
 
-    async def refuse(self, asked: Asked, reason: str) -> None:
-        """Say no (at most once a minute to a stranger) and write the refusal to the audit log (always)."""
-        await self.audit(asked.actor, f"/{asked.command}", reason=reason, chat_id=asked.chat_id, text=asked.text)
-        if reason.startswith("chat "):
-            text = "⛔ opstui takes no commands in this chat."
-        elif reason.startswith("not in"):
+    async def refuse(self, asked: Asked, refusal: Refusal) -> None:
+        """Write the refusal to the audit log (always) and say no (to a stranger at most once a minute)."""
+        await self.audit(
+            asked.actor, f"/{asked.command}", reason=refusal.reason, chat_id=asked.chat_id, text=asked.text
+        )
+        if refusal.stranger:
             now = self.clock()
             self._strangers = {user: at for user, at in self._strangers.items() if now - at < STRANGER_REPLY_EVERY}
             if asked.user_id in self._strangers:
                 return
             self._strangers[asked.user_id] = now
-            text = (
-                f"⛔ You may not use this bot. Your Telegram user id is <code>{asked.user_id}</code>: an admin "
-                "can add it to [bot] viewers (read-only commands) or [bot] admins in opstui's config."
-            )
-        else:
-            text = f"⛔ /{esc(asked.command)} changes something: only [bot] admins may run it (you are a viewer)."
-        await self.reply(asked, [text])
+        await self.reply(asked, [refusal.answer])
 
     async def audit(
         self,
