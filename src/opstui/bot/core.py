@@ -627,9 +627,8 @@ class CommandBot:
         except ActionError as exc:
             await self.edit(pending, [f"⛔ {pending.title}", f"Refused: {esc(exc)}"])
             return
-        self._spawn(
-            self._follow(pending, run, confirmed_by)
-        )  # at once: a bot stopping now still says how the run ended
+        # Followed from now on, so a bot that stops before the first edit still says how the run ended.
+        self._spawn(self._follow(pending, run, confirmed_by))
 
     async def _follow(self, pending: Pending, run: Run, confirmed_by: str) -> None:
         """Edit the message with the latest output while the action runs, then with its result."""
