@@ -231,9 +231,11 @@ async def unsilence_alert(bot: CommandBot, asked: Asked) -> None:
     if not ended:
         await bot.reply(asked, [f"No active silence is {esc(which)}; /silences lists them."])
         return
-    said = "; ".join(f"ended {s.describe(bot.tz)}" for s in ended)
-    await bot.audit(asked.actor, "/unsilence", reason=said, chat_id=asked.chat_id, text=asked.text, result="ok")
-    await bot.reply(asked, [f"🔔 {esc(line)}" for line in said.split("; ")])
+    said = [f"ended {s.describe(bot.tz)}" for s in ended]
+    await bot.audit(
+        asked.actor, "/unsilence", reason="; ".join(said), chat_id=asked.chat_id, text=asked.text, result="ok"
+    )
+    await bot.reply(asked, [f"🔔 {esc(line)}" for line in said])
 
 
 async def report(bot: CommandBot, asked: Asked) -> None:
