@@ -348,3 +348,23 @@ async def test_a_reloaded_config_lets_a_new_viewer_in_without_dropping_what_wait
         update={"telegram": reloaded.telegram.model_copy(update={"token": "654321:TEST-another-fake-token"})}
     )
     assert not bot.bot.reconfigure(new_token), "another token is another bot: it must be started anew"
+
+
+async def test_silences_are_set_listed_and_ended_from_telegram(make_bot) -> None:  # type: ignore[no-untyped-def]
+    bot = make_bot()
+    usage = await bot.says(ADMIN, "/silence")
+    assert "Firing now:" in usage.text and "restart_loop:pm2:worker (worker)" in usage.text
+    made = await bot.says(ADMIN, "/silence restart_loop 2h deploy; <b>")
+    assert made.text.startswith("🔕 silence 1 on 'restart_loop' until ")
+    assert "by telegram 1001 @user1001 (deploy; <b>)" in made.text and "it mutes 1 alert(s)" in made.text
+    assert (await bot.says(VIEWER, "/silences")).text.startswith("🔕 silence 1 on 'restart_loop'")
+    assert "only [bot] admins" in (await bot.says(VIEWER, "/unsilence 1")).text
+    assert (await bot.says(ADMIN, "/silence worker soon")).text.startswith("⛔ 'soon' is not a duration")
+    ended = await bot.says(ADMIN, "/unsilence 1")
+    assert ended.text.startswith("🔔 ended silence 1 on 'restart_loop'")
+    assert (await bot.says(ADMIN, "/silences")).text == "No silences are active."
+    assert [(e.action, e.result) for e in bot.audit()] == [
+        ("/silence", "ok"),
+        ("/unsilence", "refused"),
+        ("/unsilence", "ok"),
+    ]
