@@ -13,11 +13,11 @@ from typing import Any
 
 import tomli_w
 
-from alerting_helpers import process, queue, snapshot
+from alerting_helpers import dispatch, lock, process, queue, snapshot
 from opstui.actions import Actions
 from opstui.bot import CommandBot
 from opstui.config import Config, load_config
-from opstui.model import AlertInfo, Level, LogTail, Snapshot
+from opstui.model import AlertInfo, HealthComponent, HealthInfo, Level, LockState, LogTail, Snapshot
 from opstui.state import StateStore
 from telegram_api import ALERTS_CHAT, TOKEN, FakeBotAPI, Message
 
@@ -108,6 +108,20 @@ def world(now: float) -> Snapshot:
             process("api", "online", restarts=2, pid=4243),
         ),
         queues=(queue("incoming", 162, warn=100, crit=1000),),
+        locks=(lock("daily-batch", LockState.HELD, holder="vps-2"),),
+        dispatch=(dispatch(120, 95, 3, last_event_at=now - 3600),),
+        health=(
+            HealthInfo(
+                key="http:api",
+                name="api",
+                url="http://127.0.0.1:3000/health",
+                ok=False,
+                source="http",
+                status_code=503,
+                latency_ms=41.0,
+                components=(HealthComponent("redis", True), HealthComponent("whatsapp", False, "session expired")),
+            ),
+        ),
         logs=(
             LogTail(
                 key="pm2:worker",

@@ -69,6 +69,11 @@ async def test_a_viewer_can_read_the_status_but_not_restart(make_bot, tmp_path: 
     assert "🔴 worker errored · 283 restarts (12 last hour)" in text and "🟢 api online" in text
     assert "🟠 incoming: 162" in text
     assert "🔴 worker restarted 12 times in 10m · 5m" in text
+    assert "🟢 daily-batch: held by vps-2" in text and "🔴 report: processed 120 · sent 95 · failed 3" in text
+    health = (await bot.says(VIEWER, "/health")).text
+    assert "🔴 api: HTTP 503 · 41 ms\n   • whatsapp: session expired" in health
+    queue = (await bot.says(VIEWER, "/queue incoming")).text
+    assert queue.startswith("🟠 incoming (list): 162 waiting") and "warning at 100, critical at 1000" in queue
     refused = await bot.says(VIEWER, "/restart worker")
     assert "only [bot] admins may run it (you are a viewer)" in refused.text and not refused.buttons()
     assert ran(tmp_path) == []
