@@ -78,6 +78,7 @@ async def run_daemon(config: Config, *, stop: asyncio.Event | None = None) -> in
         )
 
     alerting = None
+    bot = None
     try:
         await engine.start()
         heartbeat()
@@ -88,6 +89,10 @@ async def run_daemon(config: Config, *, stop: asyncio.Event | None = None) -> in
         from opstui.alerts import start_alerting
 
         alerting = await start_alerting(engine, config, store, role="daemon")
+        # --- the Telegram command bot (opstui.bot): off unless [bot] enabled; polls only while this daemon leads
+        from opstui.bot import start_bot
+
+        bot = start_bot(config, engine=engine, store=store)
         log.info(
             "daemon started",
             extra={
@@ -99,6 +104,8 @@ async def run_daemon(config: Config, *, stop: asyncio.Event | None = None) -> in
         await stop.wait()
         log.info("daemon stopping")
     finally:
+        if bot is not None:  # first: no new command is taken while the rest stops
+            await bot.stop()
         if alerting is not None:
             # First, so a notification being sent is marked as sent before anything closes.
             await alerting.stop()
