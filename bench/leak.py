@@ -1,7 +1,7 @@
 """Memory over a long run: RSS and tracemalloc's biggest growth over thousands of engine ticks against the demo world.
 
 The engine reads the demo world's sources (`collect_once`, the alert rules on it) tick after tick. Its clock
-advances 2 s a tick, so 3,000 ticks are 100 minutes of history, series pruning and alert lifecycles. Growth
+advances 2 s a tick, so 1,500 ticks are 50 minutes of history, series pruning and alert lifecycles. Growth
 is counted after a warm-up longer than the history a series keeps (360 points), once everything bounded is full.
 """
 
@@ -41,7 +41,7 @@ class SteppedClock:
 
 
 async def run(ctx: Context) -> SuiteRun:
-    warmup, ticks = ctx.pick(HISTORY_POINTS + 140, 100), ctx.pick(3000, 200)
+    warmup, ticks = ctx.pick(HISTORY_POINTS + 140, 100), ctx.pick(1500, 200)
     process = psutil.Process()
     with DemoWorld() as world:
         config = load_config(world.config_path)

@@ -68,4 +68,8 @@ def machine_line(machine: dict[str, Any]) -> str:
 def measured_line(run: SuiteRun, command: str) -> str:
     """Where a section's numbers come from: the command that reproduces every row, and when it ran."""
     quick = " (quick mode: fewer calls, smaller worlds; not for comparison)" if run.facts.get("quick") else ""
-    return f"Reproduce: `{command}` (took {run.seconds:.0f} s; measured {run.measured_at}{quick})."
+    load = run.machine.get("load_at_start")
+    return (
+        f"Reproduce: `{command}` (took {run.seconds:.0f} s; measured {run.measured_at}, load average {load} on "
+        f"{run.machine.get('cores')} cores at the start{quick})."
+    )
