@@ -227,7 +227,9 @@ exit status: the action's own exit status; 124 timed out; 130 interrupted; 1 fai
 
 def _add_action_commands(commands: argparse._SubParsersAction, parsers: type) -> None:  # type: ignore[type-arg]
     action = commands.add_parser(
-        "action", help="list or run recovery actions", description="List or run the actions the config defines."
+        "action",
+        help="list or run recovery actions",
+        description="List or run the actions the config defines, and the built-ins for what it watches.",
     )
     action.register("action", "parsers", parsers)
     action_commands = action.add_subparsers(title="commands", metavar="COMMAND", required=True)
@@ -265,11 +267,12 @@ def _add_action_commands(commands: argparse._SubParsersAction, parsers: type) ->
 
 def cmd_action_list(args: argparse.Namespace) -> int:
     from opstui.actions import listing
+    from opstui.actions.builtin import builtin_actions
     from opstui.actions.kinds import configured_actions
 
     config = _config(args)
     render = listing.render_json if args.json else listing.render_text
-    print(render(configured_actions(config), read_only=config.general.read_only))
+    print(render([*configured_actions(config), *builtin_actions(config)], read_only=config.general.read_only))
     return 0
 
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from opstui.actions.audit import AuditLog, Request
 from opstui.actions.base import Action, Prepared, Row, Target, rows_of
+from opstui.actions.builtin import builtin_actions
 from opstui.actions.guard import Actor, Confirmation, Guard, Plan
 from opstui.actions.kinds import configured_actions
 from opstui.actions.runner import Run, RunResult
@@ -76,7 +77,7 @@ class Actions:
         audit = AuditLog(store, keep=config.actions.audit_keep)
         audit.tidy()
         return cls(
-            configured_actions(config),
+            [*configured_actions(config), *builtin_actions(config)],
             audit=audit,
             snapshot=snapshot,
             read_only=config.general.read_only,
