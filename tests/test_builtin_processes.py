@@ -218,8 +218,9 @@ def supervised(tmp_path: Path) -> Iterator[str]:
     marker = f"opstui-test-{uuid.uuid4().hex[:8]}"
     script = tmp_path / "supervisor.py"
     script.write_text(SUPERVISOR)
-    supervisor = subprocess.Popen([sys.executable, str(script), marker])
-    wait_until(lambda: any(marker in " ".join(p.cmdline()) for p in psutil.Process(supervisor.pid).children()))
+    # The marker is not its last argument: the watch rule must find the child, never the supervisor itself.
+    supervisor = subprocess.Popen([sys.executable, str(script), marker, "supervisor"])
+    wait_until(lambda: bool(running_with(marker)))
     try:
         yield marker
     finally:
@@ -227,6 +228,15 @@ def supervised(tmp_path: Path) -> Iterator[str]:
             child.kill()
         supervisor.kill()
         supervisor.wait()
+
+
+def running_with(marker: str) -> set[int]:
+    """The pids of live processes whose command line ends with the marker."""
+    return {
+        p.pid
+        for p in psutil.process_iter(["cmdline", "status"])
+        if (p.info["cmdline"] or [""])[-1] == marker and p.info["status"] != psutil.STATUS_ZOMBIE
+    }
 
 
 def watch(marker: str, grace: str = "5s") -> str:
@@ -306,18 +316,55 @@ async def test_a_plain_restart_without_a_supervisor_says_nothing_started_it(  # 
     assert done.result.reason == "worker stopped, but nothing started it again within 1s: is a supervisor watching it?"
 
 
-async def test_a_process_that_was_replaced_since_the_screen_was_drawn_is_not_signalled(  # type: ignore[no-untyped-def]
+async def test_a_crash_looping_process_is_found_again_by_its_rule_never_by_a_stale_pid(  # type: ignore[no-untyped-def]
     supervised: str, action_world
 ) -> None:
     world = await action_world(watch(supervised))
     assert world.snapshot is not None
     old = world.snapshot.processes[0].pid
     assert old is not None
-    psutil.Process(old).kill()
+    psutil.Process(old).kill()  # it crashed; the supervisor starts a new one; the screen still shows the old
     wait_until(lambda: not psutil.pid_exists(old) or psutil.Process(old).status() == psutil.STATUS_ZOMBIE)
-    with pytest.raises(ActionError, match=rf"pid {old} is no longer 'worker'"):
-        await world.plan("restart", **WORKER)
+    wait_until(lambda: running_with(supervised) - {old})
+    plan = await world.plan("restart", **WORKER)
+    new = int(plan.shown[0].split("(pid ")[1].split(")")[0])
+    assert new != old and new in running_with(supervised)
+
+    psutil.Process(new).kill()  # and again, between showing and running
+    wait_until(lambda: running_with(supervised) - {old, new})
+    await world.look()
+    done = await world.start(plan)
+    assert done.result.ok, done.result
+    assert done.lines[0].startswith("worker restarted since the plan was shown: it is pid ")
+    assert str(new) not in done.lines[1], "the signal went to the process running as worker, not to a stale pid"
 
 
 def test_this_module_s_supervisor_script_is_valid_python() -> None:
     compile(textwrap.dedent(SUPERVISOR), "supervisor.py", "exec")
+
+
+def opstui_cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "opstui", "-c", str(config), *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_the_cli_lists_and_runs_the_built_ins(supervised: str, write_config) -> None:  # type: ignore[no-untyped-def]
+    config = write_config(watch(supervised))
+    listed = opstui_cli(config, "action", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert "restart  (builtin, process, key r, asks for confirmation)" in listed.stdout.splitlines()
+    assert "queue-move" not in listed.stdout, "no Redis queue is watched: nothing for it to move"
+
+    refused = opstui_cli(config, "action", "run", "restart", "--arg", "process.name=worker")
+    assert refused.returncode == 2 and "pass --yes to confirm" in refused.stderr
+
+    ran = opstui_cli(config, "action", "run", "restart", "--arg", "process.name=worker", "--yes")
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stderr.startswith("restart will run:\n  SIGTERM to 'worker' (pid ")
+    assert "opstui: worker is running again as pid " in ran.stderr
+    audit = json.loads(opstui_cli(config, "audit", "--json").stdout)
+    assert [(e["action"], e["result"], e["confirmation"]) for e in audit] == [
+        ("restart", "refused", None),
+        ("restart", "ok", "--yes"),
+    ]

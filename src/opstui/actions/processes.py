@@ -73,7 +73,7 @@ class ProcessControl(Builtin):
         plain = {
             "restart": "SIGTERM, and its supervisor starts it again",
             "stop": f"SIGTERM, SIGKILL after {format_duration(self.grace)}",
-            "start": "not offered (opstui cannot launch it)",
+            "start": "refused (opstui cannot launch it)",
         }[self.verb]
         return (
             f"PM2: {pm2} over rpc.sock; systemd: systemctl {self.verb} UNIT; Docker: POST /containers/ID/{self.verb}",
@@ -92,7 +92,7 @@ class ProcessControl(Builtin):
         if manager == "docker":
             return await self._prepare_docker(target, target.source)
         if manager == "process":
-            return self._prepare_plain(target)
+            return await self._prepare_plain(target)
         raise ActionError(f"{self.verb} cannot act on a process managed by {manager}")
 
     # ----------------------------------------------------------------------------------------------- PM2
@@ -240,7 +240,7 @@ class ProcessControl(Builtin):
 
     # ------------------------------------------------------------------------------------- plain processes
 
-    def _prepare_plain(self, target: Target) -> Prepared:
+    async def _prepare_plain(self, target: Target) -> Prepared:
         watched = find(self.config.processes.watch, target.name, "[[processes.watch]]")
         if self.verb == "start":
             how = "process_name" if watched.process_name else "cmdline" if watched.cmdline else "pidfile"
@@ -248,16 +248,10 @@ class ProcessControl(Builtin):
                 f"opstui cannot start '{target.name}': it only knows how to find it (by {how}), not how to "
                 "launch it; start it with whatever runs it, or define an [[actions.command]] that does"
             )
-        row = target.row
-        pid = getattr(row, "pid", None)
-        started = getattr(row, "started_at", None)
-        if pid is None or started is None:
+        found = await _find(watched, getattr(target.row, "pid", None), getattr(target.row, "started_at", None))
+        if found is None:
             raise ActionError(f"'{target.name}' is not running (no process found): nothing to {self.verb}")
-        if not _same_process(pid, started):
-            raise ActionError(
-                f"pid {pid} is no longer '{target.name}': it exited or was restarted since the screen was drawn; "
-                "look again"
-            )
+        pid, started = found
         after = (
             "opstui does not start plain processes: its supervisor is expected to start it again, and opstui "
             f"waits up to {format_duration(BACK_WAIT)} to see it back"
@@ -268,12 +262,19 @@ class ProcessControl(Builtin):
             f"SIGTERM to '{target.name}' (pid {pid}), SIGKILL after {format_duration(self.grace)} if it still runs",
             after,
         )
-        return Prepared(shown, partial(self._run_plain, pid, started, watched))
+        # A crash-looping process has a new pid every few seconds: the run signals the process found as
+        # `target.name` then (by the same rule as the source, never a pid some other program reused).
+        identity = (self.verb, PROCESSES_SOURCE, target.name)
+        return Prepared(shown, partial(self._run_plain, pid, started, watched), identity=identity)
 
     async def _run_plain(self, pid: int, started: float, watched: WatchedProcessConfig, emit: Emit) -> Outcome:
         name = watched.name
         if not _same_process(pid, started):
-            return Outcome(ok=False, detail=f"pid {pid} is no longer {name} (it exited meanwhile): nothing was sent")
+            found = await _find(watched, None, None)
+            if found is None:
+                return Outcome(ok=False, detail=f"{name} is not running any more (pid {pid} exited): nothing was sent")
+            pid, started = found
+            emit("info", f"{name} restarted since the plan was shown: it is pid {pid} now")
         emit("info", f"SIGTERM to {name} (pid {pid})")
         try:
             os.kill(pid, signal.SIGTERM)
@@ -294,14 +295,11 @@ class ProcessControl(Builtin):
 
     async def _wait_back(self, watched: WatchedProcessConfig, old_pid: int, emit: Emit) -> Outcome:
         """Find the process again the way the source does, until its supervisor has started a new one."""
-        from opstui.sources.processes import ProcessesSource, Watched
-
-        source = ProcessesSource(PROCESSES_SOURCE, watch=[Watched.of(watched)], interval=1.0, timeout=5.0)
         deadline = time.monotonic() + BACK_WAIT
         while time.monotonic() < deadline:
-            found = (await source.collect()).processes[0]
-            if found.pid is not None and found.pid != old_pid:
-                emit("info", f"{watched.name} is running again as pid {found.pid}")
+            found = await _find(watched, None, None)
+            if found is not None and found[0] != old_pid:
+                emit("info", f"{watched.name} is running again as pid {found[0]}")
                 return Outcome(ok=True)
             await asyncio.sleep(0.3)
         return Outcome(
@@ -326,6 +324,18 @@ def _pm2_state(name: str, pm_id: int, proc: PM2Process | None) -> str:
     pid = f", pid {proc.pid}" if proc.pid else ""
     restarts = f", {proc.restart_time} restarts" if proc.restart_time is not None else ""
     return f"{name} (pm_id {pm_id}): {proc.status}{pid}{restarts}"
+
+
+async def _find(watched: WatchedProcessConfig, pid: int | None, started: float | None) -> tuple[int, float] | None:
+    """(pid, start time) of the watched process: the one the screen showed while it runs, else the one found
+    now by the same rule as the source (its name, command line or pidfile)."""
+    if pid is not None and started is not None and _same_process(pid, started):
+        return pid, started
+    from opstui.sources.processes import ProcessesSource, Watched
+
+    source = ProcessesSource(PROCESSES_SOURCE, watch=[Watched.of(watched)], interval=1.0, timeout=5.0)
+    (found,) = (await source.collect()).processes
+    return (found.pid, found.started_at) if found.pid is not None and found.started_at is not None else None
 
 
 def _same_process(pid: int, started: float) -> bool:

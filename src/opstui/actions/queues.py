@@ -252,7 +252,7 @@ class QueueDelete(QueueAction):
         aside = [b for _, b in pairs]
         emit("info", f"moved {sum(moved)} jobs aside to {', '.join(aside)}")
         try:
-            written = await with_redis(server, partial(_dump, aside, dump))
+            written = await with_redis(server, partial(_dump, pairs, dump))
         except (ActionError, OSError) as exc:
             # Nothing is deleted without its dump: the jobs wait in the keys they were moved to.
             problem = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
@@ -270,22 +270,23 @@ class QueueDelete(QueueAction):
         return Outcome(ok=True, detail=f"dump: {dump}")
 
 
-async def _dump(keys: Sequence[str], path: Path, client: Any) -> int:
-    """Every job of the keys (moved aside, so nobody else writes them) as JSON lines; returns how many."""
+async def _dump(pairs: Sequence[tuple[str, str]], path: Path, client: Any) -> int:
+    """Every job of the keys moved aside (nobody else writes them now) as JSON lines, each with the queue key it
+    came from; returns how many."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     written = 0
     # The jobs are the application's data (names, phone numbers): readable by the owner only.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as out:
-        for key in keys:
-            zset = (await client.type(key)).decode() == "zset"
+        for key, aside in pairs:
+            zset = (await client.type(aside)).decode() == "zset"
             start = 0
             while True:
                 end = start + DUMP_CHUNK - 1
                 chunk = (
-                    await client.zrange(key, start, end, withscores=True)
+                    await client.zrange(aside, start, end, withscores=True)
                     if zset
-                    else [(item, None) for item in await client.lrange(key, start, end)]
+                    else [(item, None) for item in await client.lrange(aside, start, end)]
                 )
                 for item, score in chunk:
                     out.write(json.dumps(_line(key, item, score), ensure_ascii=False) + "\n")
