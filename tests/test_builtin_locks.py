@@ -4,6 +4,8 @@ only with its name typed, and a lock taken again meanwhile never released (fenci
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 
 import asyncpg
 import pytest
@@ -167,3 +169,27 @@ async def test_lock_release_waits_for_no_lock_it_cannot_reach(action_world) -> N
     assert world.snapshot is not None and world.snapshot.locks == ()
     with pytest.raises(ActionError, match=r"no lock row with name='daily batch' in the current snapshot"):
         await asyncio.wait_for(world.plan("lock-release", **LOCK), 15)
+
+
+def test_the_cli_releases_a_held_lock_only_with_its_name_given(pg_dsn: str, write_config) -> None:  # type: ignore[no-untyped-def]
+    asyncio.run(take(pg_dsn, "batch@vps-1", "5 minutes"))
+    config = write_config(lock_config(pg_dsn))
+
+    def opstui(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "opstui", "-c", str(config), "action", "run", "lock-release", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    refused = opstui("--arg", "lock.name=daily batch", "--yes")
+    assert refused.returncode == 2
+    assert refused.stderr.splitlines()[-1] == (
+        "it is dangerous: --yes is not enough; pass --confirm 'daily batch' to run it"
+    )
+    assert asyncio.run(rows(pg_dsn)) == [("daily_batch", "batch@vps-1")]
+    released = opstui("--arg", "lock.name=daily batch", "--confirm", "daily batch")
+    assert released.returncode == 0, released.stderr
+    assert "opstui: released 'daily batch' (was held by 'batch@vps-1')" in released.stderr
+    assert asyncio.run(rows(pg_dsn)) == []
