@@ -129,3 +129,27 @@ async def make_bot(tmp_path: Path):  # type: ignore[no-untyped-def]
 
     async with bot_factory(tmp_path) as factory:
         yield factory
+
+
+# --- built-in actions over real sources (tests/action_world.py)
+
+
+@pytest.fixture
+async def action_world(write_config):  # type: ignore[no-untyped-def]
+    """`await action_world(toml)`: the config's sources read once and `Actions` with its built-ins over them."""
+    from action_world import ActionWorld
+    from opstui.config import load_config
+    from opstui.state import StateStore
+
+    worlds: list[ActionWorld] = []
+
+    async def make(text: str, *, systemctl: tuple[str, ...] = ("systemctl",), sources: tuple = ()) -> ActionWorld:  # type: ignore[type-arg]
+        config = load_config(write_config(text))
+        world = ActionWorld(config, StateStore.in_dir(config.state_dir()), systemctl=systemctl, sources=list(sources))
+        worlds.append(world)
+        await world.look()
+        return world
+
+    yield make
+    for world in worlds:
+        await world.close()

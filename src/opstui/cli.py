@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Literal
@@ -227,7 +228,9 @@ exit status: the action's own exit status; 124 timed out; 130 interrupted; 1 fai
 
 def _add_action_commands(commands: argparse._SubParsersAction, parsers: type) -> None:  # type: ignore[type-arg]
     action = commands.add_parser(
-        "action", help="list or run recovery actions", description="List or run the actions the config defines."
+        "action",
+        help="list or run recovery actions",
+        description="List or run the actions the config defines, and the built-ins for what it watches.",
     )
     action.register("action", "parsers", parsers)
     action_commands = action.add_subparsers(title="commands", metavar="COMMAND", required=True)
@@ -265,11 +268,12 @@ def _add_action_commands(commands: argparse._SubParsersAction, parsers: type) ->
 
 def cmd_action_list(args: argparse.Namespace) -> int:
     from opstui.actions import listing
+    from opstui.actions.builtin import builtin_actions
     from opstui.actions.kinds import configured_actions
 
     config = _config(args)
     render = listing.render_json if args.json else listing.render_text
-    print(render(configured_actions(config), read_only=config.general.read_only))
+    print(render([*configured_actions(config), *builtin_actions(config)], read_only=config.general.read_only))
     return 0
 
 
@@ -327,7 +331,8 @@ def _ask(plan: Plan, args: argparse.Namespace) -> Confirmation | Literal[False] 
         return None
     if required.kind == "typed":
         print(f"{plan.action.name} is dangerous.", file=sys.stderr)
-        typed = input(f"Type its name ({required.phrase}) to run it, or press Enter to cancel: ")
+        whose = "its name" if required.phrase == plan.action.name else "the name of what it acts on"
+        typed = input(f"Type {whose} ({required.phrase}) to run it, or press Enter to cancel: ")
         return plan.confirmation("typed the name at the prompt", typed=typed) if typed.strip() else False
     answer = input("Run it? [y/N] ").strip().lower()
     return plan.confirmation("answered y at the prompt") if answer in ("y", "yes") else False
@@ -335,7 +340,8 @@ def _ask(plan: Plan, args: argparse.Namespace) -> Confirmation | Literal[False] 
 
 def _confirmation_hint(plan: Plan, args: argparse.Namespace) -> str | None:
     if plan.requirement.kind == "typed":
-        return f"it is dangerous: --yes is not enough; pass --confirm {plan.requirement.phrase} to run it"
+        phrase = shlex.quote(plan.requirement.phrase or "")
+        return f"it is dangerous: --yes is not enough; pass --confirm {phrase} to run it"
     if plan.requirement.kind == "confirm" and not args.yes:
         return "no terminal to ask on: pass --yes to confirm"
     return None

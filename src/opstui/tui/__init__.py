@@ -55,8 +55,23 @@ def run_tui(config: Config, *, theme: str | None = None, demo: Path | None = Non
     """
     from opstui.tui.app import OpsApp
 
-    app = OpsApp(config, feed=AlertingEngine(config), theme=theme, demo=demo)
+    feed = AlertingEngine(config)
+    actions, commands = action_commands_for(config, feed)
+    app = OpsApp(config, feed=feed, theme=theme, demo=demo, commands=commands, actions=actions)
     if not (sys.stdin.isatty() and sys.stderr.isatty()):
         raise OpsError("the dashboard needs an interactive terminal; for scripts use `opstui check`")
     app.run()
     return app.return_code or 0
+
+
+def action_commands_for(config: Config, feed: Any) -> tuple[Any, list[Any]]:
+    """The config's actions (and the built-ins) over the feed's snapshots, as the person at this terminal,
+    with the commands that run them and the one that silences an alert."""
+    from opstui.actions import Actions, Actor
+    from opstui.state import StateStore
+    from opstui.tui.actions import action_commands, silence_command
+
+    store = StateStore.in_dir(config.state_dir())
+    actions = Actions.from_config(config, store=store, snapshot=lambda: feed.snapshot)
+    actor = Actor.local("tui")
+    return actions, [*action_commands(actions, actor), silence_command(store, actor)]
