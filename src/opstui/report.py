@@ -22,7 +22,7 @@ from opstui.config import Config
 from opstui.model import METRICS, HostMemory, ProcessInfo, QueueInfo, Snapshot, series_key
 from opstui.notify.outbox import Outbox
 from opstui.notify.render import esc
-from opstui.state import StateStore
+from opstui.state import Store
 from opstui.units import format_age, format_bytes
 
 log = logging.getLogger("opstui.report")
@@ -44,7 +44,7 @@ HOST_USED = _metric(HostMemory, "used_percent")
 class SampleRecorder:
     """An engine subscriber: the per-minute maximum of every history series, written when the minute is over."""
 
-    def __init__(self, store: StateStore) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
         self._minute: float | None = None
         self._peaks: dict[str, float] = {}
@@ -71,7 +71,7 @@ class SampleRecorder:
 
 def build_report(
     snapshot: Snapshot,
-    store: StateStore | None,
+    store: Store | None,
     *,
     tz: ZoneInfo,
     now: float | None = None,
@@ -159,7 +159,7 @@ def missed_note(missed: list[float], tz: ZoneInfo) -> str:
     )
 
 
-def _alert_lines(store: StateStore | None, since: float, snapshot: Snapshot) -> list[str]:
+def _alert_lines(store: Store | None, since: float, snapshot: Snapshot) -> list[str]:
     rows = (
         []
         if store is None
@@ -178,7 +178,7 @@ def _alert_lines(store: StateStore | None, since: float, snapshot: Snapshot) -> 
     return lines
 
 
-def _samples(store: StateStore | None, since: float) -> list[tuple[str, float, float]]:
+def _samples(store: Store | None, since: float) -> list[tuple[str, float, float]]:
     if store is None:
         return []
     rows = store.query("SELECT series, ts, value FROM samples WHERE ts >= ? ORDER BY series, ts", (since,))
@@ -236,7 +236,7 @@ class DailyReport:
     def __init__(
         self,
         config: Config,
-        store: StateStore,
+        store: Store,
         snapshot: Callable[[], Snapshot],
         *,
         on_queued: Callable[[], None] | None = None,
