@@ -162,12 +162,12 @@ def cmd_tui(args: argparse.Namespace) -> int:
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:
-    from opstui.daemon import run_daemon
+    from opstui.daemon import serve
     from opstui.logs import setup_logging
 
     config = _config(args)
     setup_logging(fmt=args.log_format, stream=sys.stdout)
-    return asyncio.run(run_daemon(config))
+    return serve(config, load=lambda: _config(args))
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -202,12 +202,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     with DemoWorld() as world:
         config = load_config(world.config_path)
         if args.headless:
-            from opstui.daemon import run_daemon
+            from opstui.daemon import serve
             from opstui.logs import setup_logging
 
             setup_logging(fmt="text", stream=sys.stdout)
             print(f"demo world in {world.root}; config {world.config_path}; Ctrl+C stops it all", flush=True)
-            return asyncio.run(run_daemon(config))
+            return serve(config)
         from opstui.tui import run_tui
 
         return run_tui(config, theme=args.theme, demo=world.root)

@@ -14,6 +14,7 @@ from opstui.config._load import discover, interpolate, read_toml, validate
 from opstui.config.actions import ActionsConfig
 from opstui.config.alerts import AlertsConfig, ReportConfig, TelegramConfig
 from opstui.config.core import GeneralConfig, HostConfig, TuiConfig
+from opstui.config.daemon import DaemonConfig
 from opstui.config.processes import BackupList, DockerList, EnvList, LogList, PM2List, ProcessesConfig, SystemdList
 from opstui.errors import ConfigError
 from opstui.redact import redact, register_secret
@@ -49,6 +50,8 @@ class Config(Section):
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     telegram: TelegramConfig = Field(default_factory=TelegramConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
+    # The daemon itself: HTTP endpoint, heartbeat, high availability (opstui.daemon).
+    daemon: DaemonConfig = Field(default_factory=DaemonConfig)
 
     _path: Path | None = PrivateAttr(default=None)
 
