@@ -45,20 +45,20 @@ class DaemonFacts:
 
 
 class _Exposition:
+    """Samples grouped by metric, as the format requires (one HELP and TYPE, then all of its samples)."""
+
     def __init__(self) -> None:
-        self.lines: list[str] = []
-        self._declared: set[str] = set()
+        self._families: dict[str, list[str]] = {}
 
     def add(self, name: str, kind: str, help_text: str, value: float, labels: Mapping[str, str] | None = None) -> None:
         metric = PREFIX + name
-        if metric not in self._declared:
-            self._declared.add(metric)
-            self.lines.append(f"# HELP {metric} {_help(help_text)}")
-            self.lines.append(f"# TYPE {metric} {kind}")
-        self.lines.append(f"{metric}{_labels(labels)} {_number(value)}")
+        family = self._families.get(metric)
+        if family is None:
+            family = self._families[metric] = [f"# HELP {metric} {_help(help_text)}", f"# TYPE {metric} {kind}"]
+        family.append(f"{metric}{_labels(labels)} {_number(value)}")
 
     def text(self) -> str:
-        return "\n".join(self.lines) + "\n"
+        return "".join(line + "\n" for family in self._families.values() for line in family)
 
 
 def render(snapshot: Snapshot, daemon: DaemonFacts) -> str:

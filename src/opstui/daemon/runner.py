@@ -29,7 +29,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from opstui.config import Config, load_config
@@ -470,6 +470,10 @@ class Daemon:
         return Answer(200, render(self.engine.snapshot, self.facts()), "text/plain; version=0.0.4; charset=utf-8")
 
 
+def _stuck_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon and t.is_alive()]
+
+
 def _rss() -> int | None:
     try:
         import psutil
@@ -485,7 +489,12 @@ async def run_daemon(config: Config, *, stop: asyncio.Event | None = None) -> in
 
 
 def serve(config: Config, *, load: Callable[[], Config] | None = None) -> int:
-    """`opstui daemon`: run on a fresh event loop and exit within the stop budget, whatever is still stuck.
+    """`opstui daemon`: run a daemon until it is stopped, and exit within the stop budget whatever is stuck."""
+    return run_until_stopped(Daemon(config, load=load).run())
+
+
+def run_until_stopped(main: Coroutine[Any, Any, int]) -> int:
+    """Run `main` on a fresh event loop; return its status, or exit the process at once if threads are stuck.
 
     asyncio.run() would wait for every worker thread at the end, and a thread stuck in a system call (a read of
     a hung NFS file, a FIFO nobody writes) never ends; a stopped daemon must still exit, so such threads are
@@ -493,18 +502,22 @@ def serve(config: Config, *, load: Callable[[], Config] | None = None) -> int:
     """
     loop = asyncio.new_event_loop()
     # Room for a few stuck reads besides the sources' and the actions' own threads.
-    loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="opstui"))
+    executor = concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="opstui")
+    loop.set_default_executor(executor)
     status = 1
     try:
-        status = loop.run_until_complete(Daemon(config, load=load).run())
+        status = loop.run_until_complete(main)
     finally:
         for task in asyncio.all_tasks(loop):
             task.cancel()
         with contextlib.suppress(Exception):
             loop.run_until_complete(asyncio.wait_for(loop.shutdown_asyncgens(), 0.5))
-        with contextlib.suppress(Exception):
-            loop.run_until_complete(asyncio.wait_for(loop.shutdown_default_executor(), 0.2))
-        stuck = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon and t.is_alive()]
+        # Not loop.shutdown_default_executor(): it joins every worker, and a stuck one never ends.
+        executor.shutdown(wait=False, cancel_futures=True)
+        deadline = time.monotonic() + 0.2
+        while _stuck_threads() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        stuck = _stuck_threads()
         if stuck:
             log.warning("%d thread(s) still stuck in a read; exiting without waiting for them", len(stuck))
             logging.shutdown()
