@@ -30,6 +30,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from opstui.config import Config, load_config
@@ -173,7 +174,15 @@ class Daemon:
     async def _run_engine(self, engine: Engine) -> None:
         await engine.start()
         scheduler = engine.scheduler
-        scheduler.add_job(self._tick, "interval", seconds=TICK_EVERY, id="daemon-tick", max_instances=1, coalesce=True)
+        scheduler.add_job(
+            self._tick,
+            "interval",
+            seconds=TICK_EVERY,
+            id="daemon-tick",
+            max_instances=1,
+            coalesce=True,
+            next_run_time=datetime.now(UTC),
+        )
         scheduler.add_job(
             self._write_presence, "interval", seconds=HEARTBEAT_EVERY, id="presence", max_instances=1, coalesce=True
         )
