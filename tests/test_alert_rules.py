@@ -285,3 +285,30 @@ def test_secrets_in_facts_never_reach_an_alert(tmp_path: Path) -> None:
     alert = judge(health=(leaky,))["health:http:api"]
     assert "hunter2" not in f"{alert.summary} {alert.detail}"
     assert alert.detail == "https://monitor:***@api.example.com/health"
+
+
+def test_items_that_cannot_be_read_are_warnings_not_made_up_verdicts() -> None:
+    import time as _time
+
+    from opstui.alerts import Alerting
+    from opstui.check import assess
+    from opstui.config import Config
+    from opstui.model import ActivityInfo, DispatchInfo, LockInfo, LockState, QueueInfo, Snapshot
+
+    snapshot = Snapshot(
+        taken_at=_time.time(),
+        instance="t",
+        sources={},
+        queues=(QueueInfo(key="r/q", name="jobs", kind="list", depth=None, source="r", error="jobs is a string"),),
+        locks=(LockInfo(key="p/l", name="batch", state=LockState.UNKNOWN, source="p", error="no column instance"),),
+        dispatch=(DispatchInfo(key="d", name="report", source="d", processed=0, sent=0, failed=0, error="bad SQL"),),
+        activity=(ActivityInfo(key="a", name="messages", source="r", last_at=None, error="SCAN forbidden"),),
+    )
+    level, reasons = assess(Alerting(Config(), once=True)(snapshot))
+    assert level is Level.WARNING
+    assert sorted(reasons) == [
+        "lock batch cannot be read: no column instance",
+        "messages cannot be read: SCAN forbidden",
+        "queue jobs cannot be read: jobs is a string",
+        "report cannot be read: bad SQL",
+    ]

@@ -18,6 +18,12 @@ HEADLESS = [
     "opstui.sources.processes",
     "opstui.sources.logs",
     "opstui.sources.checks",
+    "opstui.sources.redis",
+    "opstui.sources.postgres",
+    "opstui.sources.dispatch",
+    "opstui.sources.activity",
+    "opstui.sources.http",
+    "opstui._httpx",
     "opstui.daemon",
     "opstui.check",
     "opstui.config",
@@ -60,3 +66,31 @@ def test_import_linter_contracts_hold() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "0 broken" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("sections", "loaded", "not_loaded"),
+    [
+        ("", [], ["redis", "asyncpg", "httpx"]),
+        ('[[redis]]\nurl = "redis://127.0.0.1:1/0"\n', ["redis"], ["asyncpg", "httpx"]),
+        ('[[postgres]]\ndsn = "postgresql://u@127.0.0.1:1/db"\n', ["asyncpg"], ["redis", "httpx"]),
+        ('[[health]]\nname = "api"\nurl = "http://127.0.0.1:1/health"\n', ["httpx"], ["redis", "asyncpg"]),
+    ],
+)
+def test_a_config_imports_only_the_client_libraries_it_uses(
+    tmp_path: Path, sections: str, loaded: list[str], not_loaded: list[str]
+) -> None:
+    """A config without Redis never pays for importing redis-py; the same for asyncpg and httpx."""
+    config = tmp_path / "opstui.toml"
+    config.write_text(f'[general]\nstate_dir = "{tmp_path}"\n[host]\nenabled = false\n{sections}')
+    code = (
+        "import sys, asyncio; from opstui.config import load_config; from opstui.engine import build_engine; "
+        f"engine = build_engine(load_config({str(config)!r})); asyncio.run(engine.collect_once()); "
+        "asyncio.run(engine.stop()); print(','.join(sorted({m.split('.')[0] for m in sys.modules})))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    modules = set(result.stdout.strip().split(","))
+    assert set(loaded) <= modules, result.stdout
+    assert not set(not_loaded) & modules, f"imported {set(not_loaded) & modules} without needing them"
+    # httpx's own CLI would bring in Rich (see opstui._httpx): the daemon must never load it.
+    assert not {"rich", "textual"} & modules, f"loaded {sorted({'rich', 'textual'} & modules)}"

@@ -189,7 +189,7 @@ def render_text(snapshot: Snapshot) -> str:
         "QUEUES",
         snapshot.queues,
         lambda q: (
-            f"  {q.name:<24} {q.kind:<8} depth {q.depth:<7}"
+            f"  {q.name:<24} {q.kind:<8} depth {_num(q.depth):<7}"
             + "".join(f" {k} {v}" for k, v in q.parts.items())
             + (" PAUSED" if q.paused else "")
             + (f"  {q.growth_per_min:+.1f}/min" if q.growth_per_min is not None else "")
@@ -203,6 +203,7 @@ def render_text(snapshot: Snapshot) -> str:
         lambda x: (
             f"  {x.name:<24} {x.state.value:<10} holder {x.holder or '-'}"
             + (f"  expires in {_signed_age(x.expires_at, now)}" if x.expires_at else "")
+            + (f"  error: {x.error}" if x.error else "")
         ),
     )
     _table(
@@ -212,6 +213,8 @@ def render_text(snapshot: Snapshot) -> str:
         lambda d: (
             f"  {d.name:<24} processed {d.processed}  sent {d.sent}  failed {d.failed}"
             + ("  MISMATCH" if d.mismatch else "")
+            + (f"  skipped {d.skipped_lines} lines that are not JSON" if d.skipped_lines else "")
+            + (f"  error: {d.error}" if d.error else "")
         ),
     )
     _table(
@@ -229,7 +232,11 @@ def render_text(snapshot: Snapshot) -> str:
         out,
         "ACTIVITY",
         snapshot.activity,
-        lambda a: f"  {a.name:<24} last {_ago(None if a.last_at is None else now - a.last_at)}",
+        lambda a: (
+            f"  {a.name:<24} last {_ago(None if a.last_at is None else now - a.last_at)}"
+            + (f"  {a.detail}" if a.detail else "")
+            + (f"  error: {a.error}" if a.error else "")
+        ),
     )
     _table(out, "CHECKS", snapshot.checks, lambda c: f"  {c.name:<24} {c.level.label:<8} {c.detail or ''}")
     _table(

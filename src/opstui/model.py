@@ -71,7 +71,8 @@ class QueueInfo:
     name: str
     kind: str
     """list, zset, stream, bullmq, bull, rq, celery, sidekiq, sql."""
-    depth: int
+    depth: int | None
+    """Jobs waiting; None when it cannot be known (see `error`), e.g. a stream whose lag Redis does not report."""
     source: str
     parts: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     """waiting / active / delayed / failed / pending / lag ... where the kind has them."""
@@ -84,6 +85,8 @@ class QueueInfo:
 
     @property
     def level(self) -> Level:
+        if self.depth is None:
+            return Level.OK
         if self.crit is not None and self.depth >= self.crit:
             return Level.CRITICAL
         if self.warn is not None and self.depth >= self.warn:
@@ -146,6 +149,8 @@ class LockState(enum.StrEnum):
     """Expired but still present: the holder died without releasing it."""
     UNEXPECTED = "unexpected"
     """Held by an instance other than the one expected."""
+    UNKNOWN = "unknown"
+    """Could not be read (see the lock's `error`), e.g. its table or column is missing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +164,8 @@ class LockInfo:
     since: float | None = None
     updated_at: float | None = None
     expected_holder: str | None = None
+    error: str | None = None
+    """A per-lock problem (missing table, key of the wrong type) while the rest of its source read fine."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +181,8 @@ class DispatchInfo:
     run_started_at: float | None = None
     last_event_at: float | None = None
     skipped_lines: int = 0
+    error: str | None = None
+    """Why the counts could not be read (they are then 0), while the rest of the source read fine."""
 
     @property
     def mismatch(self) -> bool:
@@ -215,6 +224,7 @@ class ActivityInfo:
     last_at: float | None
     max_age: float | None = None
     detail: str | None = None
+    error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +247,8 @@ class CheckInfo:
     level: Level
     source: str
     detail: str | None = None
+    value: float | None = None
+    """The figure behind the check when it has one (a Prometheus metric's value), recorded in history."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,6 +322,7 @@ METRICS: Mapping[type, tuple[Metric, ...]] = MappingProxyType(
             Metric("dispatch_sent", "sent", "", "Items delivered by the latest report run"),
             Metric("dispatch_failed", "failed", "", "Items whose delivery failed in the latest report run"),
         ),
+        CheckInfo: (Metric("check_value", "value", "", "The value behind a check, e.g. a Prometheus metric"),),
     }
 )
 
@@ -321,7 +334,14 @@ def series_key(metric: Metric, item_key: str) -> str:
 
 def iter_metric_values(facts: Facts) -> Iterator[tuple[Metric, str, float]]:
     """Every declared figure in `facts` that has a value: (metric, item key, value)."""
-    items: list[Any] = [*facts.processes, *facts.queues, *facts.redis_memory, *facts.health, *facts.dispatch]
+    items: list[Any] = [
+        *facts.processes,
+        *facts.queues,
+        *facts.redis_memory,
+        *facts.health,
+        *facts.dispatch,
+        *facts.checks,
+    ]
     if facts.host is not None:
         items.append(facts.host)
     for item in items:

@@ -106,8 +106,10 @@ def build_report(
     if snapshot.queues:
         lines += ["", "<b>Queues</b> (now / 24 h peak)"]
         for queue in snapshot.queues:
-            peak = max(depth_peaks.get(queue.key, queue.depth), queue.depth)
-            lines.append(f"• {esc(queue.name)}: {queue.depth} / {int(peak)}")
+            seen = [v for v in (depth_peaks.get(queue.key), queue.depth) if v is not None]
+            shown_peak = str(int(max(seen))) if seen else "-"
+            depth_now = "-" if queue.depth is None else str(queue.depth)
+            lines.append(f"• {esc(queue.name)}: {depth_now} / {shown_peak}")
 
     host_points = _by_metric(samples, HOST_USED).get("host", [])
     rss_peaks = {key: max(v for _, v in points) for key, points in _by_metric(samples, RSS).items()}

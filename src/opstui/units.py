@@ -72,3 +72,47 @@ def format_bytes(size: float | None) -> str:
             return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{value:.1f} TiB"
+
+
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]?)(i?)B?", re.IGNORECASE)
+
+
+def parse_size(value: object) -> int:
+    """Bytes from a number (already bytes) or a string such as `512KB`, `64MB` or `1GiB` (KB = KiB = 1024)."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size such as '64MB', not true/false")
+    if isinstance(value, int | float) and value >= 0:
+        return int(value)
+    match = _SIZE.fullmatch(value.strip()) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError(f"{value!r} is not a size; write it like '512KB', '64MB' or '1GB'")
+    power = " KMGT".index(match.group(2).upper() or " ")
+    return int(float(match.group(1)) * 1024**power)
+
+
+def parse_time(value: object) -> float | None:
+    """Unix seconds from a time as applications store it: unix seconds or milliseconds (a number, or digits as
+    text or bytes), or ISO 8601 text (without a zone it is taken as UTC). None when it is none of these."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if isinstance(value, str):
+        text = value.strip()
+        if "-" in text[1:] or ":" in text:  # a date (log lines have one each): no number to try first
+            return _iso_time(text)
+        try:
+            value = float(text)
+        except ValueError:
+            return _iso_time(text)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+        return None
+    return value / 1000.0 if value > 1e11 else float(value)
+
+
+def _iso_time(text: str) -> float | None:
+    from datetime import UTC, datetime
+
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()

@@ -203,10 +203,17 @@ def queue_depth(snapshot: Snapshot, ctx: RuleContext) -> Iterator[Observation]:
         own = queue.warn is not None or queue.crit is not None
         warn, crit = (queue.warn, queue.crit) if own else (cfg.warning, cfg.critical)
         level, limit = Level.OK, warn
-        if crit is not None and queue.depth >= crit:
+        depth = queue.depth
+        if depth is not None and crit is not None and depth >= crit:
             level, limit = Level.CRITICAL, crit
-        elif warn is not None and queue.depth >= warn:
+        elif depth is not None and warn is not None and depth >= warn:
             level = Level.WARNING
+        if queue.error:
+            # The server answered but this queue could not be read (a key of the wrong type, a forbidden command).
+            level = max(level, Level.WARNING)
+            summary = f"queue {queue.name} cannot be read: {queue.error}"
+        else:
+            summary = f"queue {queue.name} has {depth} waiting (limit {limit})"
         parts = ", ".join(f"{name} {count}" for name, count in queue.parts.items())
         yield Observation(
             key=f"queue_depth:{queue.key}",
@@ -214,7 +221,7 @@ def queue_depth(snapshot: Snapshot, ctx: RuleContext) -> Iterator[Observation]:
             subject=queue.name,
             bad=level is not Level.OK,
             level=level,
-            summary=f"queue {queue.name} has {queue.depth} waiting (limit {limit})",
+            summary=summary,
             detail=", ".join(x for x in (parts, "paused" if queue.paused else "") if x) or None,
             source=queue.source,
         )
@@ -241,7 +248,9 @@ def inactive(snapshot: Snapshot, ctx: RuleContext) -> Iterator[Observation]:
     for activity in snapshot.activity:
         max_age = activity.max_age or cfg.max_age
         age = None if activity.last_at is None else snapshot.taken_at - activity.last_at
-        if age is None:
+        if activity.error:
+            summary = f"{activity.name} cannot be read: {activity.error}"
+        elif age is None:
             summary = f"{activity.name}: nothing handled yet"
         else:
             summary = f"{activity.name}: nothing handled for {format_age(age)} (limit {format_duration(max_age)})"
@@ -249,8 +258,8 @@ def inactive(snapshot: Snapshot, ctx: RuleContext) -> Iterator[Observation]:
             key=f"inactive:{activity.key}",
             rule="inactive",
             subject=activity.name,
-            bad=age is None or age > max_age,
-            level=_level(cfg.level),
+            bad=bool(activity.error) or age is None or age > max_age,
+            level=Level.WARNING if activity.error else _level(cfg.level),
             summary=summary,
             detail=activity.detail,
             source=activity.source,
@@ -261,7 +270,9 @@ def lock(snapshot: Snapshot, ctx: RuleContext) -> Iterator[Observation]:
     cfg = ctx.config.lock
     for item in snapshot.locks:
         level, summary = Level.OK, f"lock {item.name} is {item.state.value}"
-        if item.state is LockState.STALE:
+        if item.error or item.state is LockState.UNKNOWN:
+            level, summary = Level.WARNING, f"lock {item.name} cannot be read: {item.error or 'unknown state'}"
+        elif item.state is LockState.STALE:
             expired = f", expired {_ago(snapshot, item.expires_at)}" if item.expires_at else ""
             level, summary = Level.WARNING, f"lock {item.name} is stale: held by {item.holder or '?'}{expired}"
         elif item.state is LockState.UNEXPECTED:
@@ -289,13 +300,16 @@ def dispatch(snapshot: Snapshot, ctx: RuleContext) -> Iterator[Observation]:
         problem = f"{unaccounted} not delivered" if unaccounted > 0 else f"{run.failed} failed"
         if unaccounted < 0:
             problem = f"{-unaccounted} more sent or failed than processed"
+        summary = f"{run.name}: processed {run.processed}, sent {run.sent}, failed {run.failed} ({problem})"
+        if run.error:
+            level, summary = Level.WARNING, f"{run.name} cannot be read: {run.error}"
         yield Observation(
             key=f"dispatch:{run.key}",
             rule="dispatch",
             subject=run.name,
             bad=level is not Level.OK,
             level=level,
-            summary=f"{run.name}: processed {run.processed}, sent {run.sent}, failed {run.failed} ({problem})",
+            summary=summary,
             detail=None if run.run_started_at is None else f"run started {_ago(snapshot, run.run_started_at)}",
             source=run.source,
             hold=settling,
@@ -368,6 +382,20 @@ def observe(snapshot: Snapshot, ctx: RuleContext) -> list[Observation]:
             continue
         found.extend(o for o in function(snapshot, ctx) if not _matches_any(o.subject, cfg.ignore))
     return found
+
+
+TREND_RULES = frozenset({"queue_growing"})
+"""Rules about a trend: one look cannot call a figure bad by them, only their alert (after `for`) can."""
+
+
+def findings(snapshot: Snapshot, config: AlertsConfig) -> list[Observation]:
+    """What the rules call bad in `snapshot` right now, with no time thresholds (a screen's colours and notes)."""
+    return [o for o in observe(snapshot, RuleContext(config, once=True)) if o.bad and o.rule not in TREND_RULES]
+
+
+def judge(snapshot: Snapshot, config: AlertsConfig) -> Level:
+    """The worst level among `findings`."""
+    return max((o.level for o in findings(snapshot, config)), default=Level.OK)
 
 
 def _matches_any(name: str, patterns: list[str]) -> bool:

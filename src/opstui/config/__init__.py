@@ -15,6 +15,14 @@ from opstui.config.actions import ActionsConfig
 from opstui.config.alerts import AlertsConfig, ReportConfig, TelegramConfig
 from opstui.config.core import GeneralConfig, HostConfig, TuiConfig
 from opstui.config.daemon import DaemonConfig
+from opstui.config.data import (
+    DispatchLogs,
+    HealthEndpoints,
+    LogActivities,
+    PostgresServers,
+    PrometheusEndpoints,
+    RedisServers,
+)
 from opstui.config.processes import BackupList, DockerList, EnvList, LogList, PM2List, ProcessesConfig, SystemdList
 from opstui.errors import ConfigError
 from opstui.redact import redact, register_secret
@@ -50,6 +58,13 @@ class Config(Section):
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     telegram: TelegramConfig = Field(default_factory=TelegramConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
+    # Data sources: one list entry per Redis server, database, log file or endpoint (config/data.py).
+    redis: RedisServers = Field(default_factory=list)
+    postgres: PostgresServers = Field(default_factory=list)
+    dispatch: DispatchLogs = Field(default_factory=list)
+    activity: LogActivities = Field(default_factory=list)
+    health: HealthEndpoints = Field(default_factory=list)
+    prometheus: PrometheusEndpoints = Field(default_factory=list)
     # The daemon itself: HTTP endpoint, heartbeat, high availability (opstui.daemon).
     daemon: DaemonConfig = Field(default_factory=DaemonConfig)
 

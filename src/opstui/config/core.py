@@ -46,9 +46,23 @@ class HostConfig(Section):
 
 
 class TuiConfig(Section):
-    theme: str = "opstui-dark"
-    """A theme name from themes/ or your config dir's themes/ folder."""
-    refresh: Duration = Field(default=2.0, ge=0.2)
-    """How often the screen redraws from the latest snapshot."""
+    theme: str | None = None
+    """A theme from the shipped themes/ or your config dir's themes/ folder; `--theme NAME` overrides it.
+
+    Unset: opstui-dark, or opstui-ansi when the terminal has only 16 colours.
+    """
+    refresh: Duration = Field(default=2.0, ge=0.2, le=3600)
+    """How often the screen redraws from the latest snapshot (the sources keep their own intervals)."""
     keys: dict[str, str] = Field(default_factory=dict)
-    """Remap keys by command id, e.g. `{ "pause" = "space" }`; `opstui` shows the ids on its help screen (?)."""
+    """Remap keys by command id, e.g. `{ pause = "space" }`; the help screen (?) lists the ids.
+
+    A value may name several keys, comma separated ("f5,ctrl+r"). The TUI checks ids and keys at start.
+    """
+
+    @field_validator("keys")
+    @classmethod
+    def _keys_named(cls, value: dict[str, str]) -> dict[str, str]:
+        for command, keys in value.items():
+            if not [k for k in keys.split(",") if k.strip()]:
+                raise ValueError(f"no key given for '{command}'")
+        return value

@@ -165,11 +165,13 @@ class EmbeddedPostgres:
 
     def start(self) -> EmbeddedPostgres:
         self.root.mkdir(parents=True, exist_ok=True)
+        initialized = (self.data / "PG_VERSION").exists()
         if self._user is not None:
             _open_path_to(self.bin, self._user)
-            _open_path_to(self.root, self._user)
+            if not initialized:  # on a restart the path is open already, and the data dir must stay 0700
+                _open_path_to(self.root, self._user)
             os.chown(self.root, self._user.pw_uid, self._user.pw_gid)
-        if not (self.data / "PG_VERSION").exists():
+        if not initialized:
             self._run(
                 [
                     "initdb",
@@ -273,7 +275,21 @@ class EmbeddedPostgres:
         stop_process(self.proc, sig=signal.SIGINT)
 
     def kill(self) -> None:
+        """Die abruptly with every backend, as a crashed server does (for fault tests).
+
+        PostgreSQL makes each backend a process group leader of its own, so killing the postmaster's group
+        leaves the backends answering their connections until they notice the postmaster is gone.
+        """
+        import psutil
+
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        backends = psutil.Process(self.proc.pid).children(recursive=True)
         stop_process(self.proc, sig=signal.SIGKILL)
+        for backend in backends:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                backend.kill()
+        psutil.wait_procs(backends, timeout=5)
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)

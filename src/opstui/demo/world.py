@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from opstui.demo.backend import LOCK_TABLE, ROLES
+from opstui.demo.backend import LOCK_KEY, LOCK_TABLE, ROLES
 from opstui.demo.servers import (
     EmbeddedPostgres,
     EmbeddedRedis,
@@ -69,6 +69,8 @@ class DemoWorld:
             start_new_session=True,
         )
         self.logs.mkdir()
+        # A deployment's report log exists before its first run of the day; so does the demo's.
+        (self.logs / "dispatch.log").touch()
         self.redis = EmbeddedRedis(self.root / "redis").start()
         self._remember(self.redis.proc)
         self.postgres = EmbeddedPostgres(self.root / "postgres").start()
@@ -131,7 +133,7 @@ state_dir = "{self.root / "state"}"
 [host]
 interval = "2s"
 top_processes = 8
-{self._processes_config()}"""
+{self._processes_config()}""" + self.data_sources_config()
 
     def _processes_config(self) -> str:
         """The backend's processes, found by command line (its supervisor restarts them as PM2 would), and the
@@ -147,6 +149,55 @@ top_processes = 8
         for role in ("worker", "batch"):
             parts.append(f'\n[[logs]]\nname = "{role}"\npath = "{self.logs / f"{role}-error.log"}"\n')
         return "".join(parts)
+
+    def data_sources_config(self) -> str:
+        """The demo's Redis, PostgreSQL, dispatch log and /health, as a deployment would list them."""
+        assert self.redis is not None and self.postgres is not None
+        return f"""
+[[redis]]
+name = "main"
+url = "{self.redis.url}"
+interval = "2s"
+
+[[redis.queues]]
+name = "incoming"
+key = "queue:incoming"
+# The api's bursts outrun the crash-looping worker: the queue crosses both thresholds once a cycle.
+warn = 40
+crit = 120
+
+[[redis.activity]]
+name = "messages handled"
+pattern = "last-msg:*"
+max_age = "15s"
+
+[[postgres]]
+name = "main"
+dsn = "{self.postgres.dsn}"
+interval = "2s"
+
+[[postgres.queues]]
+name = "amoCRM retries"
+table = "failed_amocrm_sync"
+warn = 3
+crit = 10
+
+[[postgres.locks]]
+name = "daily batch"
+key = "{LOCK_KEY}"
+expected_holder = "batch@{os.uname().nodename}"
+
+[[dispatch]]
+name = "daily report"
+path = "{self.logs / "dispatch.log"}"
+interval = "2s"
+
+[[health]]
+name = "api"
+url = "http://127.0.0.1:{self.http_port}/health"
+interval = "2s"
+timeout = "2s"
+"""
 
     def close(self) -> None:
         stop_process(self.backend)

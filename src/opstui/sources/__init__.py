@@ -24,6 +24,7 @@ def build_sources(config: Config) -> list[Source]:
             )
         )
     sources += _process_sources(config)
+    sources += _data_sources(config)
     return sources
 
 
@@ -105,4 +106,31 @@ def _process_sources(config: Config) -> list[Source]:
             EnvSource(c.name, required=c.required, file=c.file, interval=c.interval, timeout=c.timeout)
             for c in config.env
         ]
+    return sources
+
+
+def _data_sources(config: Config) -> list[Source]:
+    """Redis servers, PostgreSQL databases, dispatch logs, log activity, health and Prometheus endpoints."""
+    sources: list[Source] = []
+    if config.redis:
+        from opstui.sources.redis import RedisSource
+
+        sources += [RedisSource(redis) for redis in config.redis]
+    if config.postgres:
+        from opstui.sources.postgres import PostgresSource
+
+        sources += [PostgresSource(postgres) for postgres in config.postgres]
+    if config.dispatch:
+        from opstui.sources.dispatch import DispatchLogSource
+
+        sources += [DispatchLogSource(log) for log in config.dispatch]
+    if config.activity:
+        from opstui.sources.activity import LogActivitySource
+
+        sources += [LogActivitySource(activity) for activity in config.activity]
+    if config.health or config.prometheus:
+        from opstui.sources.http import HealthSource, PrometheusSource
+
+        sources += [HealthSource(health) for health in config.health]
+        sources += [PrometheusSource(prometheus) for prometheus in config.prometheus]
     return sources

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import abc
+import asyncio
+import threading
 from collections.abc import Callable
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
+from opstui.errors import SourceUnavailable
 from opstui.model import Facts
+
+T = TypeVar("T")
 
 
 class Source(abc.ABC):
@@ -27,6 +32,7 @@ class Source(abc.ABC):
         self.on_update: Callable[[Facts], None] | None = None
         """Set by the engine while it runs this source on its schedule: a source that learns of a change between
         polls (PM2's event socket) calls it with fresh facts. None in one-shot runs (`opstui check`)."""
+        self._reading = threading.Lock()
 
     @abc.abstractmethod
     async def collect(self) -> Facts:
@@ -34,6 +40,38 @@ class Source(abc.ABC):
 
     async def close(self) -> None:
         """Release connections and files; called once when the engine stops."""
+
+    async def in_thread(self, read: Callable[[], T]) -> T:
+        """Run synchronous reading in a worker thread, one at a time.
+
+        When a read outlives the source's timeout the engine stops waiting, but the thread runs on; the next
+        tick must not read the same connection or file alongside it, so it reports that instead.
+        """
+        busy = self._reading
+        if not busy.acquire(blocking=False):
+            raise SourceUnavailable("still busy with the previous read, which took longer than the timeout")
+        handover = threading.Lock()
+        started = abandoned = False
+
+        def guarded() -> T:
+            nonlocal started
+            with handover:
+                if abandoned:  # cancelled before a thread picked it up; nobody waits for this any more
+                    raise asyncio.CancelledError
+                started = True
+            try:
+                return read()
+            finally:
+                busy.release()
+
+        try:
+            return await asyncio.to_thread(guarded)
+        except BaseException:
+            with handover:
+                if not started:
+                    abandoned = True
+                    busy.release()
+            raise
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} every {self.interval}s>"

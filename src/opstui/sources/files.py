@@ -67,6 +67,27 @@ class FollowedFile:
         lines += self._split(self._read_from_offset())
         return NewLines(lines, restarted=restarted)
 
+    def open_at_end(self) -> int:
+        """Start following at the end of the file's last complete line, reading nothing; returns that offset.
+
+        With `read_at` this lets a reader look back through what the file held when following began, with
+        nothing lost or read twice between that look and the first `read_new`; a last line still being written
+        is returned by `read_new` once it is complete.
+        """
+        if self._fd is None:
+            if not self.exists():
+                raise SourceUnavailable(f"{self.path} does not exist (yet)")
+            self._open(at_end=True)
+            tail = self.read_at(max(0, self._offset - MAX_LINE), min(self._offset, MAX_LINE))
+            if tail and not tail.endswith(b"\n") and b"\n" in tail:
+                self._offset -= len(tail) - tail.rindex(b"\n") - 1
+        return self._offset
+
+    def read_at(self, offset: int, size: int) -> bytes:
+        """Up to `size` bytes from `offset` of the file being followed (the one opened, even if renamed since)."""
+        assert self._fd is not None, "open_at_end() first"
+        return os.pread(self._fd, size, offset)
+
     def tail_lines(self, count: int, *, max_bytes: int = 4 * 1024 * 1024) -> list[str]:
         """The last `count` complete lines of the file (reading backwards, at most `max_bytes`)."""
         try:

@@ -2,14 +2,61 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from typing import Any
 
 from opstui.config import Config
+from opstui.engine import Engine, build_engine
+from opstui.errors import OpsError
+
+
+class AlertingEngine:
+    """The dashboard's feed: the engine with the alert rules on it, so the Alerts pane and the colours agree
+    with `opstui check` and the daemon. While no daemon runs on this host, the TUI also delivers the
+    notifications (the alerts runtime steps back as soon as a daemon appears)."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.engine: Engine = build_engine(config)
+        self.runtime: Any = None
+        self.store: Any = None
+
+    @property
+    def snapshot(self) -> Any:
+        return self.engine.snapshot
+
+    def subscribe(self, callback: Any) -> Any:
+        return self.engine.subscribe(callback)
+
+    async def start(self) -> None:
+        from opstui.alerts import start_alerting
+        from opstui.state import StateStore
+
+        await self.engine.start()
+        self.runtime = await start_alerting(
+            self.engine, self.config, StateStore.in_dir(self.config.state_dir()), role="tui"
+        )
+
+    async def stop(self) -> None:
+        if self.runtime is not None:
+            await self.runtime.stop()
+        await self.engine.stop()
+        if self.store is not None:
+            self.store.close()
 
 
 def run_tui(config: Config, *, theme: str | None = None, demo: Path | None = None) -> int:
+    """Run the dashboard until the user quits or the terminal goes away; returns the exit status.
+
+    Textual reads keys from stdin and draws on stderr: without a terminal on both it would spin at full
+    CPU forever, so it refuses to start instead (after the config's `tui.keys` were checked, so that a
+    mistake there is reported first).
+    """
     from opstui.tui.app import OpsApp
 
-    app = OpsApp(config, theme_name=theme, demo=demo)
+    app = OpsApp(config, feed=AlertingEngine(config), theme=theme, demo=demo)
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        raise OpsError("the dashboard needs an interactive terminal; for scripts use `opstui check`")
     app.run()
     return app.return_code or 0

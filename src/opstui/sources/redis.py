@@ -1,0 +1,503 @@
+"""A Redis server: its queues, memory, locks, last activity and dispatch counters, in one round trip per tick.
+
+Every command of every item is sent in one pipeline (identical commands once) and each reply is read on its
+own: an error reply (a key of the wrong type, a command the ACL forbids) becomes that item's error while the
+rest of the server reads fine; only a connection problem fails the whole source.
+
+The round trip uses redis-py's synchronous connection in a worker thread (its asyncio pipeline spends three
+times the CPU per command), with each command encoded once and all the replies parsed in one pass from the
+connection's socket: a thousand queues are several thousand commands (see docs/performance.md).
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import fnmatch
+import re
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+import redis
+from redis.backoff import NoBackoff
+from redis.exceptions import AuthenticationError, BusyLoadingError, InvalidResponse, RedisError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeout
+from redis.retry import Retry
+
+from opstui.config.data import RedisActivityConfig, RedisConfig, RedisDispatchConfig, RedisLockConfig
+from opstui.errors import SourceError, SourceTimeout, SourceUnavailable
+from opstui.model import ActivityInfo, DispatchInfo, Facts, LockInfo, LockState, QueueInfo, RedisMemory
+from opstui.sources.base import Source
+from opstui.sources.redis_queues import Command, Layout, Replies, describe_errors, key_of, layout_for
+from opstui.units import format_duration, parse_time
+
+Item = QueueInfo | RedisMemory | LockInfo | ActivityInfo | DispatchInfo
+Plan = list[tuple[str, Command]]
+Trip = Callable[[Plan], Replies]
+"""Another round trip within the tick, for commands that need this tick's replies first."""
+
+WARMUP_SCANS = 100
+"""On the first tick a key pattern is scanned up to this many SCAN calls, so that a one-shot `opstui check`
+sees the newest key; after that one SCAN call per tick continues the pass."""
+
+
+class Reader(abc.ABC):
+    """One thing read from the server: its commands for this tick and what their replies mean."""
+
+    @abc.abstractmethod
+    def commands(self, now: float) -> Plan: ...
+
+    @abc.abstractmethod
+    def read(self, r: Replies, now: float, trip: Trip) -> Item | None:
+        """The item, or None when there is nothing to show (INFO forbidden by an ACL)."""
+
+
+class QueueReader(Reader):
+    def __init__(self, source: str, layout: Layout) -> None:
+        self.source = source
+        self.layout = layout
+
+    def commands(self, now: float) -> Plan:
+        return self.layout.commands(now)
+
+    def read(self, r: Replies, now: float, trip: Trip) -> Item | None:
+        config = self.layout.config
+        reading = self.layout.read(r, now)
+        error = describe_errors(r) or reading.note
+        return QueueInfo(
+            key=f"{self.source}/{config.name}",
+            name=config.name,
+            kind=config.kind,
+            depth=reading.depth,
+            source=self.source,
+            parts=reading.parts,
+            paused=reading.paused,
+            warn=config.warn,
+            crit=config.crit,
+            error=error,
+        )
+
+
+class MemoryReader(Reader):
+    def __init__(self, source: str, name: str) -> None:
+        self.source = source
+        self.name = name
+
+    def commands(self, now: float) -> Plan:
+        return [("info", ("INFO", "memory"))]
+
+    def read(self, r: Replies, now: float, trip: Trip) -> Item | None:
+        text = r.text("info")
+        if text is None:
+            return None
+        info = dict(re.findall(r"^(\w+):(.*?)\r?$", text, re.MULTILINE))
+        limit = int(info.get("maxmemory", 0))
+        return RedisMemory(
+            name=self.name, used_bytes=int(info.get("used_memory", 0)), source=self.source, max_bytes=limit or None
+        )
+
+
+class LockReader(Reader):
+    """A lock key: its value is the holder and its remaining TTL the lock's expiry (Redis deletes it then)."""
+
+    def __init__(self, source: str, config: RedisLockConfig) -> None:
+        self.source = source
+        self.config = config
+
+    def commands(self, now: float) -> Plan:
+        return [("holder", ("GET", self.config.key)), ("pttl", ("PTTL", self.config.key))]
+
+    def read(self, r: Replies, now: float, trip: Trip) -> Item | None:
+        holder, pttl = r.text("holder"), r.count("pttl")
+        error = describe_errors(r)
+        expected = self.config.expected_holder
+        if error:
+            state = LockState.UNKNOWN
+        elif holder is None:
+            state = LockState.FREE
+        elif expected is not None and not fnmatch.fnmatchcase(holder, expected):
+            state = LockState.UNEXPECTED
+        else:
+            state = LockState.HELD
+        return LockInfo(
+            key=f"{self.source}/{self.config.name}",
+            name=self.config.name,
+            state=state,
+            source=self.source,
+            holder=holder,
+            expires_at=now + pttl / 1000.0 if holder is not None and pttl and pttl > 0 else None,
+            expected_holder=expected,
+            error=error,
+        )
+
+
+class ActivityReader(Reader):
+    """Last activity from one key, or the newest of the keys matching a pattern.
+
+    A pattern is followed with a bounded, resumable SCAN: one call of `scan_per_tick` per tick (plus a warm-up
+    on the first tick), never KEYS. The `max_keys` newest keys found are re-read every tick in the same round
+    trip, so activity on a known key shows at once; a key that appears is found when the pass reaches it.
+    """
+
+    def __init__(self, source: str, config: RedisActivityConfig) -> None:
+        self.source = source
+        self.config = config
+        self.newest: dict[bytes, float] = {}
+        self.cursor = b"0"
+        self.passes = 0
+        self.scans_left = WARMUP_SCANS
+        self.found: list[bytes] = []
+
+    def _reads(self, keys: Sequence[bytes | str]) -> Plan:
+        if self.config.by == "value":
+            return [("values", ("MGET", *keys))] if keys else []
+        return [(f"pttl {i}", ("PTTL", key)) for i, key in enumerate(keys)]
+
+    def _times(self, r: Replies, keys: Sequence[bytes], now: float) -> list[float | None]:
+        if not keys:
+            return []
+        if self.config.by == "value":
+            values = r.raw("values") or [None] * len(keys)
+            return [parse_time(v) for v in values]
+        ttl = self.config.ttl or 0.0
+        times: list[float | None] = []
+        for i in range(len(keys)):
+            pttl = r.count(f"pttl {i}")
+            times.append(now - (ttl - pttl / 1000.0) if pttl is not None and pttl > 0 else None)
+        return times
+
+    def _scan(self) -> Plan:
+        pattern = self.config.pattern or ""
+        return [("scan", ("SCAN", self.cursor, "MATCH", pattern, "COUNT", str(self.config.scan_per_tick)))]
+
+    def commands(self, now: float) -> Plan:
+        if self.config.key is not None:
+            return self._reads([self.config.key])
+        return self._scan() + self._reads(list(self.newest))
+
+    def read(self, r: Replies, now: float, trip: Trip) -> Item | None:
+        if self.config.key is not None:
+            last = self._times(r, [self.config.key.encode()], now)[0]
+            detail = f"key {self.config.key}"
+        else:
+            self._take(r, list(self.newest), now)
+            while plan := self._follow_up():
+                found, self.found = self.found, []
+                self._take(trip(plan), found, now)
+            last = max(self.newest.values(), default=None)
+            detail = f"newest of {len(self.newest)} keys matching {self.config.pattern}"
+            if self.passes == 0:
+                detail += " (first scan of the keyspace still under way)"
+        return ActivityInfo(
+            key=f"{self.source}/{self.config.name}",
+            name=self.config.name,
+            source=self.source,
+            last_at=last,
+            max_age=self.config.max_age,
+            detail=detail,
+            error=describe_errors(r),
+        )
+
+    def _take(self, r: Replies, keys: list[bytes], now: float) -> None:
+        for key, at in zip(keys, self._times(r, keys, now), strict=True):
+            if at is None:
+                self.newest.pop(key, None)  # gone (expired or deleted), or no longer a time
+            else:
+                self.newest[key] = at
+        if "scan" in r.values:
+            reply = r.raw("scan")
+            if reply is not None:
+                self.cursor = reply[0]
+                self.found += [k for k in reply[1] if k not in self.newest]
+                if self.cursor == b"0":
+                    self.passes += 1
+        if len(self.newest) > self.config.max_keys:
+            keep = sorted(self.newest.items(), key=lambda kv: kv[1], reverse=True)[: self.config.max_keys]
+            self.newest = dict(keep)
+
+    def _follow_up(self) -> Plan:
+        """Reads of the keys the scan just found, and the warm-up's next SCAN call until the first pass is done."""
+        plan = self._reads(self.found)
+        if self.passes == 0 and self.scans_left > 0:
+            self.scans_left -= 1
+            plan += self._scan()
+        return plan
+
+
+class CounterReader(Reader):
+    """Dispatch counts kept by the application in Redis counters (INCR)."""
+
+    def __init__(self, source: str, config: RedisDispatchConfig) -> None:
+        self.source = source
+        self.config = config
+
+    def commands(self, now: float) -> Plan:
+        keys = [("processed", self.config.processed), ("sent", self.config.sent)]
+        keys += [
+            (label, key) for label, key in (("failed", self.config.failed), ("started", self.config.started)) if key
+        ]
+        return [(label, ("GET", key)) for label, key in keys]
+
+    def read(self, r: Replies, now: float, trip: Trip) -> Item | None:
+        counts: dict[str, int] = {}
+        problems = []
+        for label in ("processed", "sent", "failed"):
+            text = r.text(label) if label in r.values else None
+            try:
+                counts[label] = 0 if text is None else int(float(text))
+            except ValueError:
+                counts[label] = 0
+                problems.append(f"{r.command(label)[1]!s} holds {(text or '')[:40]!r}, not a number")
+        started = parse_time(r.raw("started")) if "started" in r.values else None
+        error = describe_errors(r) or ("; ".join(problems) if problems else None)
+        return DispatchInfo(
+            key=f"{self.source}/{self.config.name}",
+            name=self.config.name,
+            source=self.source,
+            processed=counts["processed"],
+            sent=counts["sent"],
+            failed=counts["failed"],
+            run_started_at=started,
+            error=error,
+        )
+
+
+class RedisSource(Source):
+    kind = "redis"
+
+    def __init__(self, config: RedisConfig) -> None:
+        # Socket timeouts end a round trip at `timeout`; the engine's own timeout is only the backstop.
+        super().__init__(f"redis {config.name}", interval=config.interval, timeout=config.timeout + 1.0)
+        self.config = config
+        self.address = _address(config.url)
+        self.detail = f"{self.address}, one round trip"
+        name = self.name
+        self.readers: list[Reader] = [QueueReader(name, layout_for(q)) for q in config.queues]
+        if config.memory:
+            self.readers.append(MemoryReader(name, config.name))
+        self.readers += [LockReader(name, lock) for lock in config.locks]
+        self.readers += [ActivityReader(name, activity) for activity in config.activity]
+        self.readers += [CounterReader(name, counters) for counters in config.dispatch]
+        self._pool: redis.ConnectionPool | None = None
+        self._encoded: dict[Command, bytes] = {}
+
+    async def collect(self) -> Facts:
+        # redis-py's synchronous path is the cheap one per command; keep it off the event loop.
+        return await self.in_thread(self._collect)
+
+    def _collect(self) -> Facts:
+        now = time.time()
+        plans = [(reader, reader.commands(now)) for reader in self.readers]
+        index: dict[Command, int] = {}  # each distinct command once, in order
+        slots = [[index.setdefault(cmd, len(index)) for _, cmd in plan] for _, plan in plans]
+        values = self.round_trip(list(index))
+        types = self._types_of_wrong_keys(index, values)
+
+        def trip(plan: Plan) -> Replies:
+            found = self.round_trip([cmd for _, cmd in plan])
+            return Replies({label: found[i] for i, (label, _) in enumerate(plan)}, plan, types)
+
+        items = [
+            reader.read(
+                Replies({label: values[i] for (label, _), i in zip(plan, at, strict=True)}, plan, types), now, trip
+            )
+            for (reader, plan), at in zip(plans, slots, strict=True)
+        ]
+        return Facts(
+            queues=tuple(i for i in items if isinstance(i, QueueInfo)),
+            redis_memory=tuple(i for i in items if isinstance(i, RedisMemory)),
+            locks=tuple(i for i in items if isinstance(i, LockInfo)),
+            activity=tuple(i for i in items if isinstance(i, ActivityInfo)),
+            dispatch=tuple(i for i in items if isinstance(i, DispatchInfo)),
+        )
+
+    def _types_of_wrong_keys(self, index: dict[Command, int], values: list[Any]) -> dict[str, str]:
+        """The actual type of each key that got a WRONGTYPE, so its error can say what it is (error path only)."""
+        wrong = sorted(
+            {_text(key_of(cmd)) for cmd, i in index.items() if values[i].__class__ is not int and _wrongtype(values[i])}
+        )
+        if not wrong:
+            return {}
+        found = self.round_trip([("TYPE", key) for key in wrong])
+        return {key: _text(kind) for key, kind in zip(wrong, found, strict=True) if not isinstance(kind, Exception)}
+
+    def round_trip(self, commands: Sequence[Command]) -> list[Any]:
+        """Send the commands in one write and read every reply, in order; an error reply stays a reply."""
+        previous, encoded = self._encoded, {}
+        for cmd in commands:
+            encoded[cmd] = previous.get(cmd) or _encode(cmd)
+        self._encoded = encoded
+        payload = b"".join([encoded[cmd] for cmd in commands])
+        pool = self._connection_pool()
+        try:
+            conn: Any = pool.get_connection()  # redis-py's Connection methods are untyped
+        except RedisError as exc:
+            raise self._failure(exc) from None
+        try:
+            conn.send_packed_command([payload])
+            return read_replies(conn, len(commands))
+        except RedisError as exc:
+            conn.disconnect()
+            raise self._failure(exc) from None
+        except BaseException:
+            conn.disconnect()  # replies may still be on the wire: never reuse this connection
+            raise
+        finally:
+            pool.release(conn)
+
+    def _connection_pool(self) -> redis.ConnectionPool:
+        if self._pool is None:
+            self._pool = redis.ConnectionPool.from_url(
+                self.config.url,
+                protocol=2,  # RESP2 replies have one shape on every server version we read
+                socket_timeout=self.config.timeout,
+                socket_connect_timeout=self.config.timeout,
+                retry=Retry(NoBackoff(), 0),  # a failed tick is retried by the next tick, not inside this one
+                # No client_name: CLIENT SETNAME on connect would fail for a read-only ACL user.
+            )
+        return self._pool
+
+    def _failure(self, exc: Exception) -> SourceError:
+        text = str(exc).rstrip(".")
+        where = self.address
+        if isinstance(exc, AuthenticationError):
+            if "NOAUTH" in text or "required" in text:
+                return SourceUnavailable(
+                    f"the server at {where} needs a password: put it in the url, redis://:PASSWORD@host:port/db"
+                )
+            return SourceUnavailable(f"authentication failed at {where}: wrong password or user ({text})")
+        if isinstance(exc, RedisTimeout):
+            return SourceTimeout(f"no answer from {where} within {format_duration(self.config.timeout)}")
+        if isinstance(exc, BusyLoadingError):
+            return SourceUnavailable(f"the server at {where} is still loading its data into memory")
+        if isinstance(exc, ResponseError) and "DB index" in text:
+            db = urlsplit(self.config.url).path.strip("/") or "0"
+            return SourceUnavailable(f"the server at {where} has no database {db} ({text})")
+        if isinstance(exc, ResponseError):
+            return SourceUnavailable(f"the server at {where} refused the connection set-up: {text}")
+        if "refused" in text:
+            return SourceUnavailable(f"connection refused at {where}")
+        if "not known" in text or "name resolution" in text or "nodename nor servname" in text:
+            return SourceUnavailable(f"cannot resolve the host of {where}")
+        if "No such file" in text:
+            return SourceUnavailable(f"no Redis socket at {where}")
+        if "closed" in text or "reset" in text.lower():
+            return SourceUnavailable(f"connection to {where} lost: {text}")
+        reason = re.sub(r"^Error -?\d+ connecting to \S+ ?", "", text) or type(exc).__name__
+        return SourceUnavailable(f"cannot reach {where}: {reason}")
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await asyncio.to_thread(self._pool.disconnect)
+            self._pool = None
+
+
+class _Incomplete(Exception):
+    """The buffer ends inside a reply: read more from the socket."""
+
+
+def read_replies(conn: Any, count: int) -> list[Any]:
+    """Read `count` RESP2 replies from a redis-py connection's socket; an error reply becomes a ResponseError.
+
+    Parsing the whole stream here costs about a third of what redis-py's read_response spends per reply (it
+    formats the server's address and resets its buffer for each one), which dominates a tick of a thousand
+    queues. The connection (connect, AUTH, SELECT, TLS, timeouts) stays redis-py's; only the reading is ours.
+    """
+    sock = conn._sock  # redis-py keeps its socket here in every version we support
+    if sock is None:
+        raise RedisConnectionError("Connection closed by server.")
+    data, pos, out = b"", 0, list[Any]()
+    while len(out) < count:
+        if data[pos : pos + 1] == b":":  # most replies are counts: read them without a call
+            end = data.find(b"\r\n", pos)
+            if end >= 0:
+                out.append(int(data[pos + 1 : end]))
+                pos = end + 2
+                continue
+        try:
+            value, pos = _parse(data, pos)
+        except _Incomplete:
+            data, pos = data[pos:] + _receive(sock), 0
+            continue
+        out.append(value)
+    return out
+
+
+def _receive(sock: Any) -> bytes:
+    try:
+        chunk: bytes = sock.recv(1 << 17)
+    except TimeoutError:  # the socket's timeout (socket.timeout)
+        raise RedisTimeout("Timeout reading from socket") from None
+    except OSError as exc:
+        raise RedisConnectionError(f"Error while reading from socket: {exc}") from None
+    if not chunk:
+        raise RedisConnectionError("Connection closed by server.")
+    return chunk
+
+
+def _parse(buf: bytes, pos: int) -> tuple[Any, int]:
+    """One RESP2 reply from `buf` at `pos`: (value, position after it)."""
+    end = buf.find(b"\r\n", pos)
+    if end < 0:
+        raise _Incomplete
+    kind = buf[pos]
+    if kind == 58:  # ":" integer
+        return int(buf[pos + 1 : end]), end + 2
+    if kind == 36:  # "$" bulk string
+        size = int(buf[pos + 1 : end])
+        if size < 0:
+            return None, end + 2
+        stop = end + 2 + size
+        if len(buf) < stop + 2:
+            raise _Incomplete
+        return buf[end + 2 : stop], stop + 2
+    if kind == 42:  # "*" array
+        size = int(buf[pos + 1 : end])
+        if size < 0:
+            return None, end + 2
+        items, at = [], end + 2
+        for _ in range(size):
+            item, at = _parse(buf, at)
+            items.append(item)
+        return items, at
+    if kind == 43:  # "+" simple string
+        return buf[pos + 1 : end], end + 2
+    if kind == 45:  # "-" error
+        return _error(buf[pos + 1 : end].decode("utf-8", "replace")), end + 2
+    raise InvalidResponse(f"Protocol error, got {chr(kind)!r} as reply type byte")
+
+
+def _error(message: str) -> Exception:
+    """An error reply: about one command (kept as its reply), or about the connection (raised)."""
+    if message.startswith(("NOAUTH", "WRONGPASS")):
+        raise AuthenticationError(message)
+    if message.startswith("LOADING"):
+        raise BusyLoadingError(message)
+    return ResponseError(message)
+
+
+def _encode(command: Command) -> bytes:
+    """One command in the Redis protocol (RESP): *<n> then $<len> <arg> for each argument."""
+    out = [b"*%d\r\n" % len(command)]
+    for arg in command:
+        data = arg if isinstance(arg, bytes) else arg.encode()
+        out += (b"$%d\r\n" % len(data), data, b"\r\n")
+    return b"".join(out)
+
+
+def _wrongtype(value: Any) -> bool:
+    return isinstance(value, Exception) and str(value).startswith("WRONGTYPE")
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _address(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return parts.path
+    return f"{parts.hostname or '127.0.0.1'}:{parts.port or 6379}"

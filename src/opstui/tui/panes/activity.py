@@ -1,0 +1,98 @@
+"""The activity and logs pane: how long since the system last did its job, and the latest error lines."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from textual.app import ComposeResult
+from textual.containers import VerticalScroll
+
+from opstui.model import ActivityInfo, Level, LogTail, ProcessInfo, Snapshot
+from opstui.tui.cells import STALE, Cell, Lines, level_style, mark
+from opstui.tui.panes.base import TablePane, View
+from opstui.units import format_age
+
+LOG_LINES = 30
+"""Error lines kept on screen per log; the pane scrolls."""
+
+
+def tails_of(process: ProcessInfo | None, logs: Sequence[LogTail]) -> list[LogTail]:
+    """The error logs of one process (by its log files, else by name); every log when none is focused."""
+    if process is None:
+        return list(logs)
+    mine = [t for t in logs if t.path in process.log_files or t.name == process.name]
+    return mine
+
+
+class ActivityPane(TablePane):
+    pane_id = "activity"
+    title = "Activity & logs"
+    tab_label = "Logs"
+    kinds = frozenset({"activity", "logs", "log"})
+    nothing_watched = "No activity or error logs are watched: add them to the config."
+    columns = (
+        ("name", "Activity"),
+        ("last", "Last"),
+        ("limit", "Quiet limit"),
+        ("detail", "Detail"),
+    )
+
+    def __init__(self, focused_process: Callable[[], ProcessInfo | None]) -> None:
+        super().__init__()
+        self.focused_process = focused_process
+        self.log_title = Lines(classes="log-title")
+        self.log_lines = Lines(classes="log")
+
+    def compose_body(self) -> ComposeResult:
+        yield self.table
+        yield self.log_title
+        with VerticalScroll(classes="log-scroll"):
+            yield self.log_lines
+
+    def items(self, snapshot: Snapshot) -> Iterable[ActivityInfo | LogTail]:
+        return (*snapshot.activity, *snapshot.logs)
+
+    def level_of(self, item: Any, view: View) -> Level:
+        if isinstance(item, ActivityInfo) and quiet_too_long(item, view.now):
+            return Level.WARNING
+        return Level.OK
+
+    def show_body(self, view: View) -> None:
+        self.table.show_rows([(a.key, self.cells(a, view), a) for a in view.snapshot.activity])
+        process = self.focused_process()
+        tails = tails_of(process, view.snapshot.logs)
+        who = f"of {process.name}" if process is not None else "of every process"
+        if not view.snapshot.logs:
+            # With no activity either, the pane's banner already says that nothing is watched here.
+            self.log_title.show([[("No error logs are read.", STALE)]] if view.snapshot.activity else [])
+        elif not tails:
+            self.log_title.show([[(f"No error log known for {process.name if process else '-'}.", STALE)]])
+        else:
+            self.log_title.show([[(f"Latest errors {who}", "bold"), ("  (move in Processes to pick one)", STALE)]])
+        lines: list[list[Cell]] = []
+        for tail in tails:
+            style = STALE if view.stale(tail) else ""
+            if len(tails) > 1 or not process:
+                lines.append([(f"── {tail.name}  {tail.path}", "$text-muted")])
+            lines += [[(line, style)] for line in tail.lines[-LOG_LINES:]] or [[("no errors logged", STALE)]]
+        self.log_lines.show(lines)
+
+    def cells(self, item: Any, view: View) -> Sequence[Cell]:
+        a: ActivityInfo = item
+        stale = view.stale(a)
+        level = self.level_of(a, view)
+        style = level_style(level, stale=stale)
+        last = view.ago(a.last_at)
+        return (
+            (a.name, level_style(level, stale=stale, strong=True)),
+            (last if level is Level.OK else f"{mark(level)} {last}", style),
+            ("-" if a.max_age is None else format_age(a.max_age), STALE if stale else ""),
+            (a.detail or "", STALE if stale else ""),
+        )
+
+
+def quiet_too_long(activity: ActivityInfo, now: float) -> bool:
+    if activity.max_age is None:
+        return False
+    return activity.last_at is None or now - activity.last_at > activity.max_age

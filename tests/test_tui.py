@@ -1,0 +1,516 @@
+"""The dashboard as a person uses it: keys, panes, freshness, pausing, the command guard, themes, the terminal."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import pty
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import MappingProxyType
+
+import pytest
+from textual.message import Message
+
+from opstui.config import Config, load_config
+from opstui.errors import ConfigError
+from opstui.model import LockInfo, LockState, ProcessInfo, SourceStatus
+from opstui.tui.app import CommandOutcome, OpsApp
+from opstui.tui.cells import STALE, KeyedTable, Lines, trend
+from opstui.tui.commands import Command
+from opstui.tui.panes.locks import expires_in
+from opstui.tui.screens import ConfirmScreen, HelpScreen
+from opstui.tui.themes import choose_theme, load_theme, load_themes, shipped_themes_dir
+from tui_sample import NOW, ScriptedFeed, sample_app, sample_config, sample_snapshot
+
+SMALL = (80, 24)
+LARGE = (160, 48)
+
+
+def table(app: OpsApp, pane_id: str) -> KeyedTable:
+    return app.query_one(f"#table-{pane_id}", KeyedTable)
+
+
+def feed_of(app: OpsApp) -> ScriptedFeed:
+    assert isinstance(app.feed, ScriptedFeed)
+    return app.feed
+
+
+def visible_panes(app: OpsApp) -> list[str]:
+    return [pane.pane_id for pane in app.panes if pane.region.area > 0]
+
+
+async def test_keys_move_between_panes_without_a_mouse_at_80x24() -> None:
+    app = sample_app()
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot.pause()
+        assert visible_panes(app) == ["processes"]
+        assert app.focused is table(app, "processes")
+        await pilot.press("tab")
+        assert visible_panes(app) == ["queues"]
+        assert app.focused is table(app, "queues")
+        await pilot.press("5")
+        assert visible_panes(app) == ["dispatch"]
+        await pilot.press("shift+tab")
+        assert visible_panes(app) == ["locks"]
+        await pilot.press("down")
+        assert table(app, "locks").cursor_key == "postgres/crm_sync"
+
+
+async def test_every_pane_is_reachable_at_80x24_and_all_show_at_160x48() -> None:
+    app = sample_app()
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot.pause()
+        for number, pane in enumerate(app.panes, start=1):
+            await pilot.press(str(number))
+            assert visible_panes(app) == [pane.pane_id]
+            assert pane.region.height >= 10, pane.pane_id
+        await pilot.resize_terminal(*LARGE)
+        await pilot.pause()
+        assert visible_panes(app) == [pane.pane_id for pane in app.panes]
+        await pilot.press("1", "tab")
+        assert app.focused is table(app, "queues")
+
+
+async def test_help_opens_with_every_command_and_its_key() -> None:
+    app = sample_app()
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        text = app.screen.query_one("#help-text", Lines).plain
+        assert "p           Pause or resume" in text
+        assert "tab         Next pane" in text
+        assert "Theme: opstui-light" in text
+        await pilot.press("escape")
+        assert not isinstance(app.screen, HelpScreen)
+
+
+async def test_pause_stops_updates_and_resume_shows_the_latest() -> None:
+    app = sample_app(refresh="200ms")
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot.press("2")
+        assert table(app, "queues").column_text("depth")[0] == "✖ 162"
+        await pilot.press("p")
+        snapshot = feed_of(app).snapshot
+        fuller = dataclasses.replace(snapshot.queues[0], depth=170)
+        feed_of(app).change(queues=(fuller, *snapshot.queues[1:]))
+        await pilot.pause(0.6)
+        assert table(app, "queues").column_text("depth")[0] == "✖ 162"
+        assert "PAUSED" in app.dashboard.header.right.plain
+        await pilot.press("p")
+        assert table(app, "queues").column_text("depth")[0] == "✖ 170"
+        assert "PAUSED" not in app.dashboard.header.right.plain
+
+
+async def test_a_failing_source_shows_its_error_and_the_age_of_its_last_value() -> None:
+    app = sample_app()
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot.press("2")
+        queues = app.pane("queues")
+        assert queues.banner.plain == (
+            "✖ redis main: connection refused at 127.0.0.1:6380 · last good value 2m ago, shown dimmed"
+        )
+        assert queues.border_subtitle == "1 of 2 sources failing"
+        # The rows that source gave are drawn in the stale colour; the SQL queue's source is fine.
+        styles = {key: cells[0][1] for key, cells in table(app, "queues")._cells.items()}
+        assert styles["redis main/queue:incoming"] == STALE
+        assert styles["postgres/failed_amocrm_sync"] != STALE
+
+
+async def test_a_source_that_never_worked_says_so_instead_of_an_age() -> None:
+    snapshot = sample_snapshot()
+    sources = dict(snapshot.sources)
+    sources["pm2"] = SourceStatus(
+        name="pm2", kind="pm2", ok=False, checked_at=NOW - 1, error="pm2 rpc.sock: no such file", last_ok_at=None
+    )
+    app = sample_app(dataclasses.replace(snapshot, sources=MappingProxyType(sources), processes=(), logs=()))
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot.pause()
+        banner = app.pane("processes").banner.plain
+        assert banner == "✖ pm2: pm2 rpc.sock: no such file · no good value yet"
+        assert "undefined" not in banner and "never ago" not in banner
+
+
+async def test_the_cursor_stays_on_its_row_when_rows_are_added_and_removed() -> None:
+    app = sample_app()
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot.pause()
+        processes = table(app, "processes")
+        await pilot.press("down")  # from the crash-looping worker, where it starts, to batch
+        assert processes.cursor_key == "pm2:batch"
+        old = feed_of(app).snapshot.processes
+        newcomer = ProcessInfo(key="pm2:aaa-new", name="aaa-new", manager="pm2", status="online", source="pm2")
+        feed_of(app).change(processes=(newcomer, old[0], old[2], old[3]))  # worker gone, one added first
+        await pilot.pause()
+        app.render_now()
+        assert [row.key.value for row in processes.ordered_rows] == [
+            "pm2:aaa-new",
+            "pm2:api",
+            "pm2:batch",
+            "systemd:crm-sync.service",
+        ]
+        assert processes.cursor_key == "pm2:batch"
+
+
+async def test_two_items_with_one_key_show_once_instead_of_breaking_the_table() -> None:
+    snapshot = sample_snapshot()
+    app = sample_app(dataclasses.replace(snapshot, processes=(*snapshot.processes, snapshot.processes[0])))
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot.pause()
+        assert table(app, "processes").column_text("name") == ["api", "⟳ worker", "batch", "crm-sync.service"]
+
+
+async def test_freshness_says_just_now_then_counts_in_tens_of_seconds_then_minutes() -> None:
+    now = [NOW]
+    app = sample_app()
+    app.clock = lambda: now[0]
+    async with app.run_test(size=LARGE) as pilot:
+        await pilot.pause()
+        processes = app.pane("processes")
+        assert processes.border_subtitle == "read just now"  # pm2 read 0.4 s ago
+        now[0] += 25
+        app.render_now()
+        assert processes.border_subtitle == "read 20s ago"
+        now[0] += 60
+        app.render_now()
+        assert processes.border_subtitle == "read 1m ago"
+
+
+async def test_the_dashboard_starts_on_the_process_in_the_worst_state_and_shows_its_errors() -> None:
+    app = sample_app()
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot.pause()
+        assert table(app, "processes").cursor_key == "pm2:worker"
+        await pilot.press("7")
+        logs = app.pane("activity").log_lines.plain  # type: ignore[attr-defined]
+        assert "ECONNREFUSED 127.0.0.1:6380" in logs
+        assert "whatsapp session closed" not in logs  # that is the api's log
+        await pilot.press("1", "up", "7")
+        assert "whatsapp session closed" in app.pane("activity").log_lines.plain  # type: ignore[attr-defined]
+
+
+async def test_text_from_systems_is_shown_literally_and_cannot_reach_the_terminal() -> None:
+    app = sample_app()
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot.press("7")
+        logs = app.pane("activity").log_lines.plain  # type: ignore[attr-defined]
+        assert "[error] queue consumer died; [red]not markup[/red] [/oops]" in logs
+        assert "\x1b" not in logs and "\x07" not in logs
+        assert "rejected �]0;pwned�by the CRM" in logs
+
+
+async def test_nothing_is_drawn_while_a_dialog_covers_the_dashboard_or_a_pane_is_hidden() -> None:
+    app = sample_app(refresh="200ms")
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot.press("2", "1")
+        snapshot = feed_of(app).snapshot
+        fuller = dataclasses.replace(snapshot.queues[0], depth=170)
+        feed_of(app).change(queues=(fuller, *snapshot.queues[1:]))
+        await pilot.pause(0.6)
+        # The queues pane is hidden behind the processes tab: not drawn until it is shown again.
+        assert table(app, "queues").column_text("depth")[0] == "✖ 162"
+        await pilot.press("question_mark")
+        await pilot.press("escape", "2")
+        assert table(app, "queues").column_text("depth")[0] == "✖ 170"
+        fullest = dataclasses.replace(snapshot.queues[0], depth=180)
+        await pilot.press("question_mark")
+        feed_of(app).change(queues=(fullest, *snapshot.queues[1:]))
+        await pilot.pause(0.6)
+        assert table(app, "queues").column_text("depth")[0] == "✖ 170"
+        await pilot.press("escape")
+        assert table(app, "queues").column_text("depth")[0] == "✖ 180"
+
+
+async def test_the_header_says_who_where_when_the_daemon_and_what_is_firing() -> None:
+    app = sample_app()
+    async with app.run_test(size=LARGE) as pilot:
+        await pilot.pause()
+        header = app.dashboard.header
+        assert header.left.plain == ("bot-vps-1 @ vps-1  daemon: leader  ✖ 2 alerts firing  ✖ 1 source failing")
+        assert header.right.plain == "every 2s  03:04:05"
+
+
+async def test_the_lock_counts_down_as_the_clock_moves() -> None:
+    now = [NOW]
+    app = sample_app()
+    app.clock = lambda: now[0]
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot.press("4")
+        assert table(app, "locks").column_text("expires")[0] == "4m10s"
+        now[0] += 15
+        app.render_now()
+        assert table(app, "locks").column_text("expires")[0] == "3m55s"
+    lock = LockInfo(key="k", name="k", state=LockState.STALE, source="s", expires_at=NOW - 125)
+    assert expires_in(lock, NOW) == "expired 2m ago"
+
+
+def test_trends_start_from_zero_so_a_stuck_queue_looks_full() -> None:
+    assert trend([162.0] * 5, 5) == "█████"
+    assert trend([0.0, 50.0, 100.0], 3, top=100.0) == "▁▅█"
+    assert trend([1.0, 9.0, 2.0, 3.0], 2) == "█▃"  # the worst point of each column
+    assert trend([], 5) == ""
+
+
+# ------------------------------------------------------------------------------------------------- commands
+
+
+def restart_command(calls: list[object]) -> Command:
+    return Command(
+        "restart",
+        "Restart process",
+        "Restart the process through its manager",
+        lambda context: calls.append(context.item),
+        key="R",
+        group="Actions",
+        mutating=True,
+        scope="processes",
+        describe=lambda context: f"pm2 restart {context.item.name}",
+    )
+
+
+async def test_a_mutating_command_asks_first_and_shows_what_will_run() -> None:
+    calls: list[object] = []
+    outcomes: list[str] = []
+
+    def hook(message: Message) -> None:
+        if isinstance(message, CommandOutcome):
+            outcomes.append(message.outcome)
+
+    app = sample_app(commands=(restart_command(calls),))  # how the recovery actions plug in
+    async with app.run_test(size=SMALL, message_hook=hook) as pilot:
+        await pilot.pause()
+        await pilot.press("R")
+        assert isinstance(app.screen, ConfirmScreen)
+        assert app.screen.detail == "pm2 restart worker"
+        await pilot.press("n")
+        assert calls == [] and outcomes == ["cancelled"]
+        await pilot.press("R", "y")
+        await pilot.pause()
+        assert [p.name for p in calls] == ["worker"]  # type: ignore[attr-defined]
+        assert outcomes == ["cancelled", "ran"]
+
+
+async def test_read_only_mode_refuses_a_mutating_command_in_the_one_guard() -> None:
+    calls: list[object] = []
+    outcomes: list[str] = []
+
+    def hook(message: Message) -> None:
+        if isinstance(message, CommandOutcome):
+            outcomes.append(message.outcome)
+
+    app = sample_app(commands=(restart_command(calls),), read_only=True)
+    async with app.run_test(size=SMALL, message_hook=hook) as pilot:
+        await pilot.pause()
+        await pilot.press("R")
+        await pilot.pause()
+        assert not isinstance(app.screen, ConfirmScreen)
+        app.run_command("restart")  # the palette's way in passes the same guard
+        await pilot.pause()
+        assert calls == [] and outcomes == ["refused", "refused"]
+        assert "read-only" in list(app._notifications)[-1].message
+
+
+async def test_a_row_command_is_only_offered_on_its_pane() -> None:
+    app = sample_app(commands=(restart_command([]),))
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot.pause()
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        assert "Restart process" in titles
+        await pilot.press("2")
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        assert "Restart process" not in titles
+        assert {"Pause or resume", "Refresh every 5s", "Theme: opstui-light", "Go to Lock"} <= set(titles)
+
+
+async def test_the_palette_changes_the_refresh_interval() -> None:
+    app = sample_app()
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot.press("ctrl+p")
+        await pilot.press(*"refresh every 10s")
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.refresh_every == 10.0
+        assert app.dashboard.header.right.plain == "03:04:05"  # narrow: the interval is left out
+        await pilot.press("minus")
+        assert app.refresh_every == 30.0
+
+
+async def test_keys_are_remapped_by_command_id_from_the_config() -> None:
+    app = sample_app(keys={"pause": "space"})
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot.press("p")
+        assert app.paused_at is None
+        await pilot.press("space")
+        assert app.paused_at is not None
+
+
+@pytest.mark.parametrize(
+    ("keys", "problem"),
+    [
+        ({"pasue": "x"}, "tui.keys.pasue: no command has the id 'pasue' (did you mean 'pause'?)"),
+        ({"pause": "q"}, "tui.keys.pause: 'q' is also the key of 'quit'; give one of them another key"),
+        ({"pause": "ctrl+banana"}, "tui.keys.pause: 'ctrl+banana' is not a key"),
+        ({"help": "ctrl+q"}, "tui.keys.help: 'ctrl+q' is quit (Textual's own) and cannot be remapped"),
+    ],
+)
+def test_a_wrong_key_in_the_config_names_the_key_and_the_problem(keys: dict[str, str], problem: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        sample_app(keys=keys)
+    assert problem in str(caught.value)
+
+
+# --------------------------------------------------------------------------------------------------- themes
+
+
+def test_the_shipped_themes_load_cleanly_and_carry_the_status_colours() -> None:
+    found = load_themes([shipped_themes_dir()])
+    assert found.problems == []
+    assert sorted(found.themes) == ["opstui-ansi", "opstui-dark", "opstui-high-contrast", "opstui-light"]
+    for theme in found.themes.values():
+        assert {"status-ok", "status-warning", "status-critical", "status-stale"} <= set(theme.variables)
+    assert found.themes["opstui-ansi"].ansi
+
+
+def test_a_16_colour_terminal_gets_the_ansi_theme_unless_one_was_chosen() -> None:
+    found = load_themes([shipped_themes_dir()])
+    assert choose_theme(found, None, colours=16) == ("opstui-ansi", None)
+    assert choose_theme(found, None, colours=256) == ("opstui-dark", None)
+    assert choose_theme(found, "opstui-light", colours=16) == ("opstui-light", None)
+
+
+def test_a_bad_colour_names_the_file_line_and_key(tmp_path: Path) -> None:
+    path = tmp_path / "mine.toml"
+    path.write_text(
+        'name = "mine"\nprimary = "redd"\n'
+        '[status]\nok = "green"\nwarning = "yellow"\ncritical = "red"\nstale = "grey"\n'
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_theme(path)
+    assert str(caught.value) == f"{path}:2: primary: 'redd' is not a colour; did you mean 'red'?"
+
+
+async def test_a_broken_theme_file_gives_one_notification_and_the_default(tmp_path: Path) -> None:
+    (tmp_path / "mine.toml").write_text('name = "mine"\nprimary = "#12345"\n')
+    (tmp_path / "other.toml").write_text("this is not toml")
+    found = load_themes([shipped_themes_dir(), tmp_path])
+    app = OpsApp(
+        sample_config(),
+        feed=ScriptedFeed(sample_snapshot()),
+        clock=lambda: NOW,
+        host="vps-1",
+        presence=lambda: None,
+        theme="mine",
+        themes=found,
+    )
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot.pause()
+        assert app.theme == "opstui-dark"
+        notes = list(app._notifications)
+        assert len(notes) == 1
+        text = notes[0].message
+        assert f"{tmp_path / 'mine.toml'}:2: primary: '#12345' is not a colour" in text
+        assert f"{tmp_path / 'other.toml'}:1: TOML syntax error" in text
+        assert text.endswith("using the theme opstui-dark")
+        assert "daemon: off" in app.dashboard.header.left.plain
+
+
+async def test_every_shipped_theme_can_be_switched_to_from_the_palette() -> None:
+    app = sample_app()
+    async with app.run_test(size=SMALL) as pilot:
+        for name in ("opstui-light", "opstui-high-contrast", "opstui-ansi", "opstui-dark"):
+            app.run_command(f"theme.{name}")
+            await pilot.pause()
+            assert app.current_theme.name == name
+            assert app.theme_variables["status-critical"] == app.current_theme.variables["status-critical"]
+
+
+# ------------------------------------------------------------------------------------------------- terminal
+
+
+def run_in_a_terminal(tmp_path: Path, *, then: str) -> tuple[int, float]:
+    """Start `opstui` (no config: it watches this host) in a pseudo-terminal; return its exit status and time."""
+    env = {**os.environ, "TERM": "xterm-256color", "HOME": str(tmp_path)}
+    pid, fd = pty.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.chdir(tmp_path)
+        os.execve(sys.executable, [sys.executable, "-m", "opstui"], env)
+    drawn = b""
+    deadline = time.monotonic() + 30
+    while b"no alerts" not in drawn and time.monotonic() < deadline:
+        if select.select([fd], [], [], 0.1)[0]:
+            drawn += os.read(fd, 65536)
+    assert b"no alerts" in drawn, drawn[-500:]
+    started = time.monotonic()
+    if then == "hang up":
+        os.close(fd)
+    else:
+        os.kill(pid, signal.SIGTERM)
+    status = 0
+    for _ in range(100):
+        if then != "hang up" and select.select([fd], [], [], 0)[0]:
+            with contextlib.suppress(OSError):  # the terminal reports EIO once the program is gone
+                os.read(fd, 65536)
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise AssertionError(f"opstui still running 10 s after: {then}")
+    if then != "hang up":
+        os.close(fd)
+    assert os.WIFEXITED(status), f"killed by signal {os.WTERMSIG(status)} instead of exiting cleanly"
+    return os.WEXITSTATUS(status), time.monotonic() - started
+
+
+def test_a_dropped_terminal_ends_the_dashboard_cleanly(tmp_path: Path) -> None:
+    code, took = run_in_a_terminal(tmp_path, then="hang up")
+    assert code == 129 and took < 5
+
+
+def test_sigterm_ends_the_dashboard_cleanly(tmp_path: Path) -> None:
+    code, took = run_in_a_terminal(tmp_path, then="terminate")
+    assert code == 143 and took < 5
+
+
+def test_without_a_terminal_the_dashboard_refuses_to_start(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "opstui"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert result.stderr == "opstui: the dashboard needs an interactive terminal; for scripts use `opstui check`\n"
+
+
+def test_a_refresh_too_fast_to_read_is_a_config_error(write_config) -> None:  # type: ignore[no-untyped-def]
+    path = write_config('[tui]\nrefresh = "50ms"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value).startswith(f"{path}:5: tui.refresh: Input should be greater than or equal to 0.2")
+    assert Config().tui.refresh == 2.0 and Config().tui.theme is None
+
+
+def test_a_wrong_key_is_reported_by_the_command_with_file_and_line(write_config, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    path = write_config('[tui.keys]\npasue = "space"\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "opstui", "-c", str(path)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"opstui: config error: {path}:5: tui.keys.pasue: no command has the id 'pasue' (did you mean 'pause'?)\n"
+    )
