@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import sys
 import time
 import uuid
@@ -374,3 +375,41 @@ def test_metrics_export_every_declared_figure_grouped_as_prometheus_requires() -
     assert 'opstui_alerts{state="firing",level="critical"} 1' in text
     assert "opstui_leader 1" in text and "opstui_fencing_token 7" in text and "opstui_outbox_pending 2" in text
     assert 'opstui_telegram_errors_total{kind="rate_limited"} 1' in text
+
+
+def test_a_running_daemon_that_sends_and_pings_never_loads_textual_or_rich(tmp_path: Path, write_config) -> None:  # type: ignore[no-untyped-def]
+    port = _closed_port()
+    config = write_config(
+        f"""
+[host]
+interval = "0.5s"
+[[env]]
+name = "bot"
+required = ["{ENV_ALERT}"]
+interval = "0.5s"
+[alerts]
+group_window = "0s"
+[telegram]
+token = "{TOKEN}"
+chat_id = {ALERTS_CHAT}
+api_base = "http://127.0.0.1:{port}"
+[daemon]
+listen = "127.0.0.1:0"
+heartbeat_url = "http://127.0.0.1:{port}/ping"
+heartbeat_every = "0.3s"
+"""
+    )
+    code = (
+        "import asyncio, sys\n"
+        "from opstui.config import load_config\n"
+        "from opstui.daemon import run_daemon\n"
+        "async def main():\n"
+        "    stop = asyncio.Event()\n"
+        "    asyncio.get_running_loop().call_later(2.5, stop.set)\n"
+        "    return await run_daemon(load_config(sys.argv[1]), stop=stop)\n"
+        "status = asyncio.run(main())\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('textual', 'rich'))\n"
+        "print('LOADED:' + ','.join(bad), 'httpx' in sys.modules, status)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(config)], capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip().splitlines()[-1] == "LOADED: True 0", result.stdout + result.stderr

@@ -227,3 +227,20 @@ def test_a_daemon_that_cannot_reach_the_shared_database_keeps_collecting_and_say
         assert "opstui_source_up{" in get(f"http://{daemon.address()}/metrics")[1]
     finally:
         assert daemon.stop(signal.SIGINT) == 0
+
+
+async def test_the_tui_header_says_which_daemon_leads_while_this_one_stands_by() -> None:
+    import dataclasses
+
+    from tui_sample import leader_daemon, sample_app
+
+    standby = dataclasses.replace(leader_daemon(), leader=False, led_by="bot-vps-2")
+    app = sample_app(presence=lambda: standby)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.pause()
+        assert "daemon: standby · led by bot-vps-2  " in app.dashboard.header.left.plain
+    unknown = dataclasses.replace(standby, led_by=None)
+    app = sample_app(presence=lambda: unknown)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.pause()
+        assert "daemon: standby · leader unknown  " in app.dashboard.header.left.plain

@@ -51,7 +51,7 @@ class Heartbeat:
 
     async def ping(self) -> bool:
         """One ping (to /fail with the reasons when something is wrong); whether the service took it."""
-        import httpx
+        from opstui._httpx import httpx
 
         if self._client is None:
             self._client = httpx.AsyncClient(timeout=TIMEOUT, follow_redirects=True)

@@ -56,9 +56,14 @@ class LeaderInfo:
     this: bool
     """Whether it is this daemon."""
 
+    @property
+    def name(self) -> str:
+        """How the TUI's header names it: its instance, and its host when that says more."""
+        return self.instance if self.instance == self.host else f"{self.instance} on {self.host}"
+
     def describe(self) -> str:
         token = f", token {self.token}" if self.token is not None else ""
-        return f"{self.instance} on {self.host} (pid {self.pid}{token})"
+        return f"{self.name} (pid {self.pid}{token})"
 
 
 class Leadership(abc.ABC):

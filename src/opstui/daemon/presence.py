@@ -24,7 +24,8 @@ class DaemonPresence:
     leader: bool | None = None
     """Whether this daemon leads when several run (None: no high availability configured)."""
     led_by: str | None = None
-    """Who leads when several run ("bot-vps-2, pid 812"), this daemon or another; None when unknown or alone."""
+    """Who leads when several run ("bot-vps-2", or "bot on vps-2"), this daemon or another; None when that is
+    unknown or the daemon runs alone."""
     token: int | None = None
     """The fencing token of the lease this daemon holds while it leads."""
     listen: str | None = None

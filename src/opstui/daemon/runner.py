@@ -432,7 +432,7 @@ class Daemon:
             started_at=self.started_at,
             heartbeat_at=time.time(),
             leader=self.leadership.leading if shared else None,
-            led_by=leader.describe() if shared and leader is not None else None,
+            led_by=leader.name if shared and leader is not None else None,
             token=self.leadership.token,
             listen=self.http.address if self.http is not None else None,
         )

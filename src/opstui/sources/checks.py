@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import glob
 import os
 import re
@@ -42,7 +41,7 @@ class BackupSource(Source):
         self.level = level
 
     async def collect(self) -> Facts:
-        return await asyncio.to_thread(self._read)
+        return await self.in_thread(self._read)
 
     def _read(self) -> Facts:
         _must_be_readable(_fixed_part(self.pattern))
@@ -118,7 +117,7 @@ class EnvSource(Source):
         self.file = file
 
     async def collect(self) -> Facts:
-        return await asyncio.to_thread(self._read)
+        return await self.in_thread(self._read)
 
     def _read(self) -> Facts:
         if self.file is None:

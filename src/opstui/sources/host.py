@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import heapq
 import os
 
@@ -21,7 +20,7 @@ class HostSource(Source):
 
     async def collect(self) -> Facts:
         # psutil walks /proc synchronously; keep it off the event loop.
-        return await asyncio.to_thread(self._read)
+        return await self.in_thread(self._read)
 
     def _read(self) -> Facts:
         memory = psutil.virtual_memory()

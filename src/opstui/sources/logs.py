@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections import deque
 from pathlib import Path
@@ -96,7 +95,7 @@ class LogSource(Source):
         self.tailer = LogTailer(path, lines=lines, match=re.compile(match) if match else None)
 
     async def collect(self) -> Facts:
-        exists = await asyncio.to_thread(self.tailer.read)
+        exists = await self.in_thread(self.tailer.read)
         # A log that does not exist yet is normal (error logs appear with the first error): not a failure.
         self.detail = None if exists else f"{self.tailer.path} does not exist yet"
         tail = LogTail(

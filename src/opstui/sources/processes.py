@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import time
@@ -52,7 +51,7 @@ class ProcessesSource(Source):
 
     async def collect(self) -> Facts:
         # psutil reads /proc synchronously; keep it off the event loop.
-        return await asyncio.to_thread(self._read)
+        return await self.in_thread(self._read)
 
     def _read(self) -> Facts:
         now = time.time()
