@@ -4,7 +4,6 @@ whatever is under way, and SIGHUP reloads that refuse a bad config."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 import os
@@ -15,16 +14,15 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import psutil
 import pytest
 
-from daemon_helpers import DaemonProcess, until
+from daemon_helpers import DaemonProcess, fetch, running, until, wait
 from opstui.actions.audit import AuditLog
-from opstui.config import Config, load_config
-from opstui.daemon import Daemon, runner
+from opstui.config import load_config
+from opstui.daemon import runner
 from opstui.state import StateStore
 from telegram_api import ALERTS_CHAT, TOKEN, FakeBotAPI
 
@@ -218,36 +216,6 @@ def _closed_port() -> int:
 
 
 # --- in one process: the endpoint, the metrics, a reload -------------------------------------------------------
-
-
-@contextlib.asynccontextmanager
-async def running(config: Config) -> AsyncIterator[Daemon]:
-    stop = asyncio.Event()
-    daemon = Daemon(config, stop=stop)
-    task = asyncio.create_task(daemon.run())
-    try:
-        await wait(lambda: daemon.started or task.done(), 20, "the daemon to start")
-        assert not task.done(), task
-        yield daemon
-    finally:
-        stop.set()
-        assert await asyncio.wait_for(task, 10) == 0
-
-
-async def wait(predicate: Callable[[], bool], limit: float, what: str) -> None:
-    deadline = time.monotonic() + limit
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
-
-
-async def fetch(daemon: Daemon, path: str) -> tuple[int, str]:
-    import httpx
-
-    assert daemon.http is not None and daemon.http.address is not None
-    async with httpx.AsyncClient() as client:
-        response = await client.get(f"http://{daemon.http.address}{path}")
-    return response.status_code, response.text
 
 
 async def test_sighup_applies_a_good_config_and_a_bad_one_is_refused_while_the_old_one_runs(

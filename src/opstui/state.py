@@ -122,8 +122,9 @@ MIGRATIONS: list[str] = [
 DB_NAME = "state.db"
 BUSY_TIMEOUT_MS = 5000
 RETRY_CAP = 15.0
-"""After a write failed, writes fail at once for 1, 2, 4 ... up to this many seconds before trying again: a
-database locked for minutes must not block the daemon's event loop for a busy timeout on every attempt."""
+"""After a write found the database locked, writes fail at once for 1, 2, 4 ... up to this many seconds before
+trying again: a database locked for minutes must not block the daemon's event loop for a busy timeout on every
+attempt."""
 
 
 class Cursor(Protocol):
@@ -333,8 +334,9 @@ class StateStore(Store):
             self._retry_after = 0.0
 
     def _write_failed(self, exc: sqlite3.Error) -> StateError:
-        self._retry_after = min(RETRY_CAP, max(1.0, self._retry_after * 2))
-        self._retry_at = time.monotonic() + self._retry_after
+        if "locked" in str(exc) or "busy" in str(exc):  # it waited the busy timeout for this: wait before the next
+            self._retry_after = min(RETRY_CAP, max(1.0, self._retry_after * 2))
+            self._retry_at = time.monotonic() + self._retry_after
         return self._failed(f"cannot write the state database {self.path}: {exc}")
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
