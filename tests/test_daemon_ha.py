@@ -244,3 +244,22 @@ async def test_the_tui_header_says_which_daemon_leads_while_this_one_stands_by()
     async with app.run_test(size=(160, 48)) as pilot:
         await pilot.pause()
         assert "daemon: standby · leader unknown  " in app.dashboard.header.left.plain
+
+
+def test_a_silence_set_on_any_host_is_the_one_the_leader_reads(
+    tmp_path: Path, pg_dsn: str, telegram_api: FakeBotAPI, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from opstui.alerts import active_silences
+    from opstui.cli import main
+
+    watched = tmp_path / "app"
+    watched.mkdir()
+    config = ha_config(tmp_path, "vps-2", pg_dsn, telegram_api, watched)
+    assert main(["-c", str(config), "silence", "worker", "2h", "-m", "deploying"]) == 0
+    assert "worker" in capsys.readouterr().out
+    store = PostgresStore(pg_dsn)
+    try:
+        assert [(s.pattern, s.comment) for s in active_silences(store)] == [("worker", "deploying")]
+    finally:
+        store.close()
+    assert not (tmp_path / "vps-2").exists()  # nothing went to this host's own state

@@ -18,7 +18,7 @@ from opstui.redact import redact
 if TYPE_CHECKING:
     from opstui.actions import Confirmation, Plan, Run
     from opstui.model import Snapshot
-    from opstui.state import StateStore
+    from opstui.state import Store
 
 DESCRIPTION = """\
 A terminal ops monitor for bots and small backends: process restarts, queue depth, memory, the leader
@@ -391,10 +391,11 @@ def cmd_audit(args: argparse.Namespace) -> int:
 # --- alerting commands
 
 
-def _store(config: Config) -> StateStore:
-    from opstui.state import StateStore
+def _store(config: Config) -> Store:
+    """Where alerting keeps silences, alert state and the outbox: with [daemon.ha], the daemons' shared database."""
+    from opstui.state_postgres import alerting_store
 
-    return StateStore.in_dir(config.state_dir())
+    return alerting_store(config)
 
 
 def _who() -> str:
