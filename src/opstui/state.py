@@ -210,8 +210,9 @@ class Store(abc.ABC):
         rows = self.query("SELECT value FROM meta WHERE key = ?", (key,))
         return str(rows[0]["value"]) if rows else None
 
-    def set_meta(self, key: str, value: str) -> None:
-        with self.transaction() as db:
+    def set_meta(self, key: str, value: str, *, fenced: bool = False) -> None:
+        """fenced: only the leader may write it (the Telegram bot's update offset); raises `Fenced` otherwise."""
+        with self.transaction(fenced=fenced) as db:
             db.execute(
                 "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (key, value),

@@ -195,7 +195,10 @@ class AlertRuntime:
     def _should_deliver(self) -> bool:
         if self.role == "daemon":
             return self.leadership is None or self.leadership.leading
-        return not self.shared and self._no_daemon()
+        try:
+            return not self.shared and self._no_daemon()
+        except StateError:  # cannot tell whether a daemon runs: show, and let the watch decide later
+            return False
 
     async def _leadership_changed(self, leading: bool) -> None:
         if self._stopped:
@@ -351,7 +354,10 @@ class AlertRuntime:
     async def _wait_for_tui_to_step_back(self) -> None:
         deadline = time.monotonic() + OWNER_FRESH
         while time.monotonic() < deadline:
-            owner = self._owner()
+            try:
+                owner = self._owner()
+            except StateError:
+                return  # a TUI cannot deliver from a database this daemon cannot read either
             fresh = owner is not None and time.time() - float(owner.get("at", 0) or 0) < OWNER_FRESH  # type: ignore[arg-type]
             if not (fresh and owner and owner.get("role") == "tui" and owner.get("id") != self._owner_id):
                 return

@@ -376,13 +376,12 @@ class Alerting:
                     queued += enqueue(
                         db, idem_key, kind, payload, now=now, group_window=self.cfg.group_window, group_with=join
                     )
-                for key in self._dirty:
-                    st = self.states[key]
-                    db.execute(
-                        "INSERT INTO alert_state (key, data, updated_at) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE "
-                        "SET data = excluded.data, updated_at = excluded.updated_at",
-                        (key, st.to_json(), now),
-                    )
+                # One batch, not a statement per alert: on the shared PostgreSQL each statement is a round trip.
+                db.executemany(
+                    "INSERT INTO alert_state (key, data, updated_at) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE "
+                    "SET data = excluded.data, updated_at = excluded.updated_at",
+                    [(key, self.states[key].to_json(), now) for key in self._dirty],
+                )
                 db.executemany("DELETE FROM alert_state WHERE key = ?", [(key,) for key in self._gone])
         except Fenced as exc:
             # Another daemon leads: it judges and queues from now on (the runtime stands this one down).

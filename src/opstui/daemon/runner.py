@@ -105,6 +105,7 @@ class Daemon:
         self.stopping = False
         self._retired: list[Actions] = []
         self._reloading = asyncio.Lock()
+        self._status = 0
         self._tasks: set[asyncio.Task[bool]] = set()
 
     # ------------------------------------------------------------------------------------------ running
@@ -116,14 +117,25 @@ class Daemon:
             loop.add_signal_handler(sig, self._stop_requested, sig)
         loop.add_signal_handler(signal.SIGHUP, self._reload_requested)
         try:
-            await self._start()
+            await self._start_unless_stopped()
             await self._stop.wait()
         finally:
             await self._shutdown()
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
         log.info("daemon stopped")
-        return 0
+        return self._status
+
+    async def _start_unless_stopped(self) -> None:
+        # A stop during a slow start (a shared database that does not answer) must not wait for the start.
+        starting = asyncio.ensure_future(self._start())
+        stopped = asyncio.ensure_future(self._stop.wait())
+        await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if not starting.done():
+            starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await starting
 
     def _stop_requested(self, sig: signal.Signals) -> None:
         if self._stop.is_set():
@@ -260,16 +272,14 @@ class Daemon:
                 config = config.model_copy(update={"daemon": self.config.daemon, "general": self._general(config)})
             if self.systemd is not None:
                 self.systemd.reloading()
-            assert self.engine is not None and self.alerting is not None
-            await self.alerting.stop()
-            await self._stop_engine(self.engine, budget=STOP_BUDGET)
-            engine.history = self.engine.history  # sparklines and growth rates carry on
-            self.config, self.engine = config, engine
-            await self._run_engine(engine)
-            self.alerting = await self._start_alerting(config, engine)
-            if self.actions is not None and any(run.running for run in self.actions.runs):
-                self._retired.append(self.actions)
-            self.actions = self._make_actions(config)
+            try:
+                await self._replace(config, engine)
+            except Exception:
+                # Half replaced is worse than restarted: exit 1 and let the supervisor start it afresh.
+                log.exception("applying the reloaded config failed; stopping so the supervisor restarts opstui")
+                self._status = 1
+                self._stop.set()
+                return False
             self.reloads += 1
             if self.systemd is not None:
                 self.systemd.ready(self.describe())
@@ -278,6 +288,18 @@ class Daemon:
                 extra={"event": "reload", "config": str(config.path), "sources": [s.name for s in engine.sources]},
             )
             return True
+
+    async def _replace(self, config: Config, engine: Engine) -> None:
+        assert self.engine is not None and self.alerting is not None
+        await self.alerting.stop()
+        await self._stop_engine(self.engine, budget=STOP_BUDGET)
+        engine.history = self.engine.history  # sparklines and growth rates carry on
+        self.config, self.engine = config, engine
+        await self._run_engine(engine)
+        self.alerting = await self._start_alerting(config, engine)
+        if self.actions is not None and any(run.running for run in self.actions.runs):
+            self._retired.append(self.actions)
+        self.actions = self._make_actions(config)
 
     def _unreloadable(self, config: Config) -> str:
         changed = []
