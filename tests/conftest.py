@@ -141,3 +141,16 @@ def telegram_api() -> Iterator[FakeBotAPI]:
     """A local server that answers like the Telegram Bot API; `telegram_api.url` is the api_base to use."""
     with FakeBotAPI() as api:
         yield api
+
+
+# --- the Telegram command bot (tests/bot_helpers.py)
+
+
+@pytest.fixture
+async def make_bot(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """`make_bot(**[bot] settings)`: a started `CommandBot` against a fake Bot API shared by the test's bots
+    (`bot.api`, `bot.clock`); every bot is stopped after the test."""
+    from bot_helpers import bot_factory
+
+    async with bot_factory(tmp_path) as factory:
+        yield factory

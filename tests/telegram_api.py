@@ -8,14 +8,23 @@ flood control (429 with `parameters.retry_after` and a Retry-After header), grou
 `migrate_to_chat_id`). Faults are scripted per method (`fail`, `outage`): 5xx with nginx HTML bodies or JSON,
 dropped connections before or after the message was recorded.
 
-Extending it (the bot's tests): add a method with `api.handlers["getupdates"] = fn`, where `fn(api, params)`
-returns the `result` or raises `ApiError(status, description, parameters)`; `api.lock` guards shared state,
-`api.record(...)` logs calls, and `api.clock` is the (injectable) time used for flood control and dates.
+The command bot's side (getUpdates and what answers it): people write with `api.user_says(user_id, "/status")`
+and press buttons with `api.press(user_id, message)`; getUpdates has Telegram's offset semantics (an update is
+forgotten once a poll asks for a higher offset), sticky `allowed_updates`, long polls parked until an update
+arrives, and the 409s: a second parked poll terminates the first, and a webhook (`api.webhook = url`) refuses
+every poll until `deleteWebhook`. `editMessageText` keeps each message's history (`message.edits`) and says
+"message is not modified" as Telegram does; `answerCallbackQuery` says "query is too old" when a query is
+answered twice; `setMyCommands` validates the list; an inline button's `callback_data` over 64 bytes is refused.
+
+Extending it: add a method with `api.handlers["name"] = fn`, where `fn(api, params)` returns the `result` or
+raises `ApiError(status, description, parameters)`; `api.lock` guards shared state, `api.record(...)` logs
+calls, and `api.clock` is the (injectable) time used for flood control and dates.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import re
 import threading
@@ -30,6 +39,12 @@ TOKEN = "123456:TEST-not-a-real-token"
 ALERTS_CHAT = -100200300400
 """A supergroup the bot is a member of (the default chat for tests)."""
 PRIVATE_CHAT = 111222333
+
+CONFLICT_POLLER = "Conflict: terminated by other getUpdates request; make sure that only one bot instance is running"
+CONFLICT_WEBHOOK = (
+    "Conflict: can't use getUpdates method while webhook is active; use deleteWebhook to delete the webhook first"
+)
+_COMMAND = re.compile(r"[a-z0-9_]{1,32}")
 
 NGINX_502 = (
     '<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body bgcolor="white">\r\n'
@@ -65,6 +80,14 @@ class Message:
     thread_id: int | None = None
     link_preview_disabled: bool = False
     date: float = 0.0
+    reply_markup: dict[str, Any] | None = None
+    edits: list[str] = field(default_factory=list)
+    """The visible text before each edit, oldest first (`text` is the current one)."""
+
+    def buttons(self) -> list[dict[str, Any]]:
+        """The inline keyboard's buttons, row after row (empty when there is none)."""
+        rows = (self.reply_markup or {}).get("inline_keyboard") or []
+        return [button for row in rows for button in row]
 
 
 @dataclass
@@ -190,7 +213,28 @@ class FakeBotAPI:
                 "username": "opstui_test_bot",
             },
             "sendmessage": FakeBotAPI._send_message,
+            "getupdates": FakeBotAPI._get_updates,
+            "deletewebhook": FakeBotAPI._delete_webhook,
+            "setmycommands": FakeBotAPI._set_my_commands,
+            "answercallbackquery": FakeBotAPI._answer_callback_query,
+            "editmessagetext": FakeBotAPI._edit_message_text,
         }
+        # The command bot's side: updates people send, and what the bot set up.
+        self.updates: list[dict[str, Any]] = []
+        self.confirmed_below = 0
+        """Updates with a lower update_id were confirmed by a poll with a higher offset, and are forgotten. A test
+        may lower it to play a bot that died before its next poll confirmed what it had handled."""
+        self.allowed_updates: list[str] | None = None
+        self.webhook: str | None = None
+        """A webhook URL set by someone: getUpdates answers 409 until deleteWebhook."""
+        self.commands: list[dict[str, Any]] | None = None
+        self.answers: dict[str, dict[str, Any]] = {}
+        """answerCallbackQuery parameters by callback query id."""
+        self.updated = threading.Condition(self.lock)
+        self._update_ids = itertools.count(734_001_000)
+        self._query_ids = itertools.count(4_382_004_172_929_837_000)
+        self._poll_generation = 0
+        self._closing = False
         self._next_message_id = 1
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -219,6 +263,9 @@ class FakeBotAPI:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        with self.updated:
+            self._closing = True  # parked polls answer now instead of holding their threads
+            self.updated.notify_all()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -269,6 +316,106 @@ class FakeBotAPI:
             time.sleep(0.05)
         with self.lock:
             raise AssertionError(f"expected {count} messages, got {len(self.messages)}: {self.texts()}")
+
+    # ------------------------------------------------------------------------------------------ people
+
+    def user(self, user_id: int, username: str | None = None) -> dict[str, Any]:
+        name = username or f"user{user_id}"
+        return {"id": user_id, "is_bot": False, "first_name": name.capitalize(), "username": name}
+
+    def user_says(
+        self,
+        user_id: int,
+        text: str,
+        *,
+        chat_id: int | None = None,
+        username: str | None = None,
+        date: float | None = None,
+    ) -> int:
+        """A person sends `text` in a chat (their private chat with the bot by default); returns the update_id."""
+        with self.updated:
+            sender = self.user(user_id, username)
+            chat_id = user_id if chat_id is None else chat_id
+            if chat_id not in self.chats:
+                self.chats[chat_id] = (
+                    {
+                        "id": chat_id,
+                        "type": "private",
+                        "first_name": sender["first_name"],
+                        "username": sender["username"],
+                    }
+                    if chat_id > 0
+                    else {"id": chat_id, "type": "supergroup", "title": f"Group {chat_id}"}
+                )
+            message: dict[str, Any] = {
+                "message_id": self._next_message_id,
+                "from": sender,
+                "chat": self.chats[chat_id],
+                "date": int(self.clock() if date is None else date),
+                "text": text,
+            }
+            self._next_message_id += 1
+            if text.startswith("/"):
+                length = len(text.split()[0].encode("utf-16-le")) // 2
+                message["entities"] = [{"offset": 0, "length": length, "type": "bot_command"}]
+            return self.push({"message": message})
+
+    def press(self, user_id: int, message: Message, *, button: int = 0, data: str | None = None) -> str:
+        """A person presses an inline button under one of the bot's messages (or sends `data` as if they had);
+        returns the callback query's id."""
+        with self.updated:
+            if data is None:
+                data = message.buttons()[button]["callback_data"]
+            query_id = str(next(self._query_ids))
+            self.push(
+                {
+                    "callback_query": {
+                        "id": query_id,
+                        "from": self.user(user_id),
+                        "message": {
+                            "message_id": message.message_id,
+                            "chat": self.chats[message.chat_id],
+                            "date": int(message.date),
+                            "text": message.text,
+                        },
+                        "chat_instance": "-8231651923455771000",
+                        "data": data,
+                    }
+                }
+            )
+            return query_id
+
+    def push(self, update: dict[str, Any]) -> int:
+        """Queue an update (any type) for getUpdates; returns its update_id."""
+        with self.updated:
+            update = {"update_id": next(self._update_ids), **update}
+            self.updates.append(update)
+            self.updated.notify_all()
+            return int(update["update_id"])
+
+    def pending_updates(self) -> list[dict[str, Any]]:
+        """Updates not confirmed yet (what the next poll without an offset would get)."""
+        with self.lock:
+            return [u for u in self.updates if u["update_id"] >= self.confirmed_below]
+
+    def message(self, message_id: int) -> Message:
+        with self.lock:
+            return next(m for m in self.messages if m.message_id == message_id)
+
+    def calls_to(self, method: str) -> list[Call]:
+        with self.lock:
+            return [call for call in self.calls if call.method == method.lower()]
+
+    def wait_until(self, predicate: Callable[[], Any], timeout: float = 10.0, what: str = "the condition") -> Any:
+        """Wait (in the test's thread) until `predicate()` is truthy; returns its value."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                value = predicate()
+            if value:
+                return value
+            time.sleep(0.02)
+        raise AssertionError(f"timed out waiting for {what}; messages: {self.texts()}")
 
     # ------------------------------------------------------------------------------------------ serving
 
@@ -365,13 +512,16 @@ class FakeBotAPI:
         headers: dict[str, str] | None = None,
     ) -> None:
         data = (body if isinstance(body, str) else json.dumps(body)).encode()
-        request.send_response(status)
-        request.send_header("Content-Type", content_type)
-        request.send_header("Content-Length", str(len(data)))
-        for name, value in (headers or {}).items():
-            request.send_header(name, value)
-        request.end_headers()
-        request.wfile.write(data)
+        try:
+            request.send_response(status)
+            request.send_header("Content-Type", content_type)
+            request.send_header("Content-Length", str(len(data)))
+            for name, value in (headers or {}).items():
+                request.send_header(name, value)
+            request.end_headers()
+            request.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            request.close_connection = True  # the client gave up on a parked poll (it was cancelled)
 
     # ------------------------------------------------------------------------------------------ methods
 
@@ -416,6 +566,7 @@ class FakeBotAPI:
             preview = params.get("link_preview_options")
             if isinstance(preview, str):
                 preview = json.loads(preview)
+            markup = self._reply_markup(params)
             message = Message(
                 message_id=self._next_message_id,
                 chat_id=chat["id"],
@@ -425,6 +576,7 @@ class FakeBotAPI:
                 thread_id=params.get("message_thread_id"),
                 link_preview_disabled=bool(isinstance(preview, dict) and preview.get("is_disabled")),
                 date=now,
+                reply_markup=markup,
             )
             self._next_message_id += 1
             self.messages.append(message)
@@ -434,3 +586,110 @@ class FakeBotAPI:
                 "chat": chat,
                 "text": visible,
             }
+
+    @staticmethod
+    def _reply_markup(params: dict[str, Any]) -> dict[str, Any] | None:
+        markup = params.get("reply_markup")
+        if isinstance(markup, str):
+            markup = json.loads(markup)
+        if not isinstance(markup, dict):
+            return None
+        for row in markup.get("inline_keyboard") or []:
+            for button in row:
+                data = button.get("callback_data")
+                if data is not None and not 1 <= len(str(data).encode()) <= 64:
+                    raise ApiError(400, "Bad Request: BUTTON_DATA_INVALID")
+        return markup
+
+    def _get_updates(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        offset = int(params.get("offset") or 0)
+        limit = min(100, max(1, int(params.get("limit") or 100)))
+        timeout = min(50.0, max(0.0, float(params.get("timeout") or 0)))
+        allowed = params.get("allowed_updates")
+        with self.updated:
+            if isinstance(allowed, str):
+                allowed = json.loads(allowed)
+            if allowed is not None:
+                self.allowed_updates = list(allowed)  # sticky, as on Telegram
+            if self.webhook is not None:
+                raise ApiError(409, CONFLICT_WEBHOOK)
+            if offset > 0:
+                self.confirmed_below = max(self.confirmed_below, offset)
+            # A new poll terminates the one parked before it (that one answers 409).
+            self._poll_generation += 1
+            generation = self._poll_generation
+            self.updated.notify_all()
+            deadline = time.monotonic() + timeout
+            while True:
+                if generation != self._poll_generation:
+                    raise ApiError(409, CONFLICT_POLLER)
+                wanted = self.allowed_updates or ["message", "callback_query"]
+                found = [
+                    u
+                    for u in self.updates
+                    if u["update_id"] >= self.confirmed_below and any(kind in u for kind in wanted)
+                ]
+                remaining = deadline - time.monotonic()
+                if found or self._closing or remaining <= 0:
+                    return found[:limit]
+                self.updated.wait(remaining)
+
+    def _delete_webhook(self, params: dict[str, Any]) -> bool:
+        with self.lock:
+            if self.webhook is None:
+                return True
+            self.webhook = None
+            if str(params.get("drop_pending_updates", "")).lower() in ("true", "1", "yes"):
+                self.confirmed_below = max([self.confirmed_below, *(u["update_id"] + 1 for u in self.updates)])
+            return True
+
+    def _set_my_commands(self, params: dict[str, Any]) -> bool:
+        commands = params.get("commands", [])
+        if isinstance(commands, str):
+            commands = json.loads(commands)
+        for command in commands:
+            if "description" not in command:
+                raise ApiError(400, "Bad Request: can't parse BotCommand: Can't find field \"description\"")
+            name = str(command.get("command", "")).strip().removeprefix("/")
+            if not _COMMAND.fullmatch(name) or not 1 <= len(str(command["description"]).strip()) <= 256:
+                raise ApiError(400, "Bad Request: BOT_COMMAND_INVALID")
+        with self.lock:
+            self.commands = list(commands)
+        return True
+
+    def _answer_callback_query(self, params: dict[str, Any]) -> bool:
+        query_id = str(params.get("callback_query_id") or "")
+        with self.lock:
+            issued = any(u.get("callback_query", {}).get("id") == query_id for u in self.updates)
+            if not issued or query_id in self.answers:
+                raise ApiError(400, "Bad Request: query is too old and response timeout expired or query ID is invalid")
+            text = str(params.get("text") or "")
+            if len(text) > 200:
+                raise ApiError(400, "Bad Request: MESSAGE_TOO_LONG")
+            self.answers[query_id] = dict(params)
+        return True
+
+    def _edit_message_text(self, params: dict[str, Any]) -> dict[str, Any]:
+        with self.lock:
+            chat = self.chat(params.get("chat_id"))
+            message_id = int(params.get("message_id") or 0)
+            message = next((m for m in self.messages if m.chat_id == chat["id"] and m.message_id == message_id), None)
+            if message is None:
+                raise ApiError(400, "Bad Request: message to edit not found")
+            text = str(params.get("text") or "")
+            mode = params.get("parse_mode")
+            visible = parse_html(text) if str(mode).lower() == "html" else text
+            if not visible.strip():
+                raise ApiError(400, "Bad Request: message text is empty")
+            if len(visible) > 4096:
+                raise ApiError(400, "Bad Request: MESSAGE_TOO_LONG")
+            markup = self._reply_markup(params)
+            if visible == message.text and markup == message.reply_markup:
+                raise ApiError(
+                    400,
+                    "Bad Request: message is not modified: specified new message content and reply markup are "
+                    "exactly the same as a current content and reply markup of the message",
+                )
+            message.edits.append(message.text)
+            message.text, message.submitted, message.parse_mode, message.reply_markup = visible, text, mode, markup
+            return {"message_id": message.message_id, "date": int(message.date), "chat": chat, "text": visible}

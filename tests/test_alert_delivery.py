@@ -182,6 +182,24 @@ async def test_redis_down_folds_the_alerts_it_causes(daemon: Harness) -> None:
     assert "🔴 worker is crash-looping: " in texts[1]
 
 
+async def test_an_alert_that_begins_long_after_an_outage_is_not_folded_under_it(daemon: Harness) -> None:
+    kinds = {"postgres replica": "postgres", "pm2": "pm2"}
+    for _ in range(4):  # the replica goes down at night and stays down
+        daemon.feed(kinds=kinds, down=["postgres replica"], processes=(process("worker", restarts=0),))
+        await daemon.deliver(within=5)
+    assert [t.splitlines()[0] for t in daemon.api.texts()] == [
+        "🔴 postgres replica cannot be read: connection refused at 127.0.0.1:6380"
+    ]
+    daemon.clock.advance(3600)  # an hour later the bot starts crash-looping, for reasons of its own
+    for restarts in range(1, 7):
+        daemon.clock.advance(20)
+        daemon.feed(kinds=kinds, down=["postgres replica"], processes=(process("worker", restarts=restarts),))
+        await daemon.deliver(within=5)
+    texts = daemon.api.texts()
+    assert len(texts) == 2, texts
+    assert texts[1].startswith("🔴 worker is crash-looping: ")
+
+
 async def test_a_silence_suppresses_until_it_expires(daemon: Harness) -> None:
     made = silence(daemon.store, "worker", "1h", by="cli ann (pts/1)", comment="deploying", now=daemon.clock())
     for _ in range(10):

@@ -122,9 +122,12 @@ def test_check_fails_when_telegram_refuses_the_daemons_alerts(
 
 
 def test_check_counts_a_silenced_alert_and_says_it_is_silenced(write_config, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    path = write_config('[host]\ntimeout = "0s"\n')
-    opstui("-c", str(path), "silence", "host", "1h", cwd=tmp_path)
+    from opstui.demo.servers import free_port
+
+    port = free_port()  # a Redis nobody listens on: its source fails
+    path = write_config(f'[[redis]]\nname = "main"\nurl = "redis://127.0.0.1:{port}/0"\n')
+    opstui("-c", str(path), "silence", "redis main", "1h", cwd=tmp_path)
     result = opstui("-c", str(path), "check", cwd=tmp_path)
     assert result.returncode == 2
-    assert "  - host cannot be read: timed out after 0s (silenced)" in result.stdout
-    assert "critical silenced host cannot be read" in " ".join(result.stdout.split())
+    assert f"  - redis main cannot be read: connection refused at 127.0.0.1:{port} (silenced)" in result.stdout
+    assert "critical silenced redis main cannot be read" in " ".join(result.stdout.split())

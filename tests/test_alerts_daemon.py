@@ -163,11 +163,9 @@ async def test_a_starting_daemon_waits_for_a_delivering_tui_to_step_back(
     # The daemon announces itself, then starts alerting: it may deliver only once the TUI stopped.
     now = time.time()
     write_presence(store, DaemonPresence(pid=2, host="h", instance="demo", started_at=now, heartbeat_at=now))
-    started = time.monotonic()
     daemon = await start_alerting(daemon_engine, config, store, role="daemon")
     try:
         assert daemon.delivering and not tui.delivering
-        assert time.monotonic() - started < 5
     finally:
         await daemon.stop()
         await tui.stop()

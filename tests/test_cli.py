@@ -30,12 +30,15 @@ def test_check_json_describes_this_host(tmp_path: Path) -> None:
 
 
 def test_check_exit_status_follows_the_worst_finding(write_config, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    # A timeout of zero makes the host source fail: that is critical, exit 2.
-    path = write_config('[host]\ntimeout = "0s"\n')
+    # A Redis nobody listens on: its source fails, which is critical, exit 2.
+    from opstui.demo.servers import free_port
+
+    port = free_port()
+    path = write_config(f'[[redis]]\nname = "main"\nurl = "redis://127.0.0.1:{port}/0"\n')
     result = opstui("-c", str(path), "check", cwd=tmp_path)
     assert result.returncode == 2
     assert "status: CRITICAL" in result.stdout
-    assert "FAIL  host" in result.stdout and "timed out after 0s" in result.stdout
+    assert "FAIL  redis main" in result.stdout and f"connection refused at 127.0.0.1:{port}" in result.stdout
 
 
 def test_check_text_is_a_table_people_can_read(tmp_path: Path) -> None:
@@ -59,3 +62,24 @@ def test_unknown_command_is_a_usage_error_not_a_traceback(tmp_path: Path) -> Non
     assert result.returncode == 2
     assert "invalid choice: 'chekc'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_json_item_levels_agree_with_the_alerts_of_the_same_run(write_config, redis_url: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    client.lpush("queue:incoming", *range(500))
+    client.set("queue:broken", "not a list")
+    path = write_config(
+        f'[[redis]]\nname = "main"\nurl = "{redis_url}"\n'
+        '[[redis.queues]]\nname = "incoming"\nkey = "queue:incoming"\n'
+        '[[redis.queues]]\nname = "broken"\nkey = "queue:broken"\n'
+    )
+    doc = json.loads(opstui("-c", str(path), "check", "--json", cwd=tmp_path).stdout)
+    levels = {q["name"]: q["level"] for q in doc["queues"]}
+    # No thresholds of its own: the alerts.queue_depth defaults (warning at 100) judge it, as the alerts do.
+    assert levels == {"incoming": "warning", "broken": "warning"}
+    summaries = [a["summary"] for a in doc["alerts"]]
+    assert "queue incoming has 500 waiting (limit 100)" in summaries
+    assert any(s.startswith("queue broken cannot be read") for s in summaries)
+    assert all(isinstance(a["since"], str | None) for a in doc["alerts"])

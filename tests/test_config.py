@@ -156,9 +156,32 @@ def test_config_show_masks_secrets(write_config) -> None:  # type: ignore[no-unt
     from opstui.config._base import iter_secrets
     from opstui.redact import register_secret
 
-    for secret in iter_secrets(WithSecret(token="123456:TEST-secret-token-not-real-AAAAAAAA")):
-        register_secret(secret)
+    for secret, whole in iter_secrets(WithSecret(token="123456:TEST-secret-token-not-real-AAAAAAAA")):
+        register_secret(secret, whole=whole)
     config = load_config(write_config('[general]\ninstance = "bot 123456:TEST-secret-token-not-real-AAAAAAAA"\n'))
     shown = render_config(config)
     assert "TEST-secret-token" not in shown
     assert "123456:***" in shown
+
+
+def test_a_typo_inside_an_array_of_tables_gets_a_suggestion(write_config) -> None:  # type: ignore[no-untyped-def]
+    path = write_config(
+        '[[redis]]\nname = "main"\nurl = "redis://127.0.0.1:6379/0"\n[[redis.queues]]\nname = "q"\nkye = "x"\n'
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value) == f"{path}:9: redis[0].queues[0].kye: unknown key 'kye' (did you mean 'key'?)"
+
+
+def test_suggestions_use_the_names_written_in_toml(write_config) -> None:  # type: ignore[no-untyped-def]
+    path = write_config('[alerts.process_down]\nforr = "1m"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value).endswith("unknown key 'forr' (did you mean 'for'?)")
+
+
+def test_a_zero_interval_or_timeout_is_refused(write_config) -> None:  # type: ignore[no-untyped-def]
+    path = write_config('[host]\ninterval = "0s"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value) == f"{path}:5: host.interval: Input should be greater than 0 (got '0s')"

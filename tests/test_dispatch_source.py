@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 
 from opstui.config.data import DispatchLogConfig
-from opstui.errors import SourceUnavailable
 from opstui.model import DispatchInfo
 from opstui.sources.dispatch import DispatchLogSource
 from opstui.sources.files import READ_CHUNK
@@ -102,12 +101,12 @@ def test_the_file_is_never_read_again_from_the_start(tmp_path: Path) -> None:
     assert counts(follower.tick()) == (5, 4, 0, 0)
 
 
-def test_a_file_that_does_not_exist_yet_is_an_error_until_it_appears(tmp_path: Path) -> None:
+def test_a_file_that_does_not_exist_yet_is_no_run_logged_not_an_outage(tmp_path: Path) -> None:
     log = tmp_path / "logs" / "dispatch.log"
     follower = Follower(log)
-    with pytest.raises(SourceUnavailable) as caught:
-        follower.tick()
-    assert str(caught.value) == f"{log} does not exist (yet)"
+    info = follower.tick()
+    assert counts(info) == (0, 0, 0, 0) and info.error is None and not info.mismatch
+    assert follower.source.detail == f"{log} does not exist yet: no run logged"
     log.parent.mkdir()
     log.write_text(run(2, 2))
     assert counts(follower.tick()) == (2, 2, 0, 0)

@@ -41,6 +41,8 @@ HEADLESS = [
     "opstui.alerts",
     "opstui.notify",
     "opstui.report",
+    "opstui.bot",
+    "opstui.bot.commands",
 ]
 
 

@@ -64,7 +64,7 @@ def test_list_and_sorted_set_with_due_members(redis_url: str) -> None:
         {"name": "empty"},
     )
     assert queues["incoming"].depth == 162
-    assert queues["incoming"].level.label == "warning"
+    assert (queues["incoming"].warn, queues["incoming"].crit) == (100, 500)
     assert queues["retry"].depth == 3 and queues["retry"].parts == {"due": 2}
     assert queues["empty"].depth == 0 and queues["empty"].error is None
 

@@ -187,7 +187,8 @@ def test_a_password_is_asked_for_and_a_wrong_one_refused_without_showing_it(own_
     with pytest.raises(SourceUnavailable) as caught:
         collect(source(own_redis.url))
     assert str(caught.value) == (
-        f"the server at 127.0.0.1:{own_redis.port} needs a password: put it in the url, redis://:PASSWORD@host:port/db"
+        f"the server at 127.0.0.1:{own_redis.port} needs a password; write it into the url before the host "
+        "(see [[redis]] url in config.example.toml)"
     )
     with pytest.raises(SourceUnavailable) as caught:
         collect(source(f"redis://:wrong-staple@127.0.0.1:{own_redis.port}/0"))

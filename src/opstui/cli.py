@@ -177,7 +177,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     config = _config(args)
     setup_logging(fmt="text", stream=sys.stderr, level=40)  # the output is the report; only errors on stderr
     snapshot = asyncio.run(check_once(config))
-    print(render_json(snapshot) if args.json else render_text(snapshot))
+    print(render_json(snapshot, config.alerts) if args.json else render_text(snapshot))
     level, _ = assess(snapshot)
     return EXIT_CODES[level]
 

@@ -209,7 +209,7 @@ class Engine:
         now = self.clock()
         previous = self._status.get(source.name)
         if facts is not None:
-            facts = self._with_history(facts, now)
+            facts = self._with_history(scrubbed(facts), now)
             self._facts[source.name] = facts
             status = SourceStatus(
                 name=source.name,
@@ -302,6 +302,37 @@ class Engine:
             series=self.history.frozen(),
             sequence=self._sequence,
         )
+
+
+_TEXT_FIELDS = ("error", "detail")
+"""Fields of facts that carry text a system wrote (an error message, a health body): masked before any face."""
+
+
+def scrubbed(facts: Facts) -> Facts:
+    """`facts` with secrets masked in every text a system wrote, so no face can show one (a health body with
+    a DSN in its error, a queue error quoting a URL). Items without such text are kept as they are."""
+    changes: dict[str, Any] = {}
+    for section in dataclasses.fields(facts):
+        items = getattr(facts, section.name)
+        if isinstance(items, tuple) and items:
+            cleaned = tuple(_scrub_item(item) for item in items)
+            if any(new is not old for new, old in zip(cleaned, items, strict=True)):
+                changes[section.name] = cleaned
+    return dataclasses.replace(facts, **changes) if changes else facts
+
+
+def _scrub_item(item: Any) -> Any:
+    changes: dict[str, Any] = {}
+    for name in _TEXT_FIELDS:
+        text = getattr(item, name, None)
+        if isinstance(text, str) and text and (masked := redact(text)) != text:
+            changes[name] = masked
+    components = getattr(item, "components", None)
+    if components:
+        cleaned = tuple(_scrub_item(c) for c in components)
+        if any(new is not old for new, old in zip(cleaned, components, strict=True)):
+            changes["components"] = cleaned
+    return dataclasses.replace(item, **changes) if changes else item
 
 
 def build_engine(config: Config, *, clock: Callable[[], float] = time.time) -> Engine:

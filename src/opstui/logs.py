@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Literal
 
-from opstui.redact import install_log_redaction
+from opstui.redact import install_log_redaction, redact
 
 LogFormat = Literal["json", "text"]
 
@@ -27,7 +27,14 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")})
+        # Fields passed with `extra=` go through the redactor too: the filter only sees the message.
+        entry.update(
+            {
+                k: redact(v) if isinstance(v, str) else v
+                for k, v in vars(record).items()
+                if k not in _STANDARD and not k.startswith("_")
+            }
+        )
         if record.exc_text:
             entry["exc"] = record.exc_text
         return json.dumps(entry, ensure_ascii=False, default=str)

@@ -83,16 +83,6 @@ class QueueInfo:
     error: str | None = None
     """A per-queue problem (e.g. key of the wrong type) while the rest of its server read fine."""
 
-    @property
-    def level(self) -> Level:
-        if self.depth is None:
-            return Level.OK
-        if self.crit is not None and self.depth >= self.crit:
-            return Level.CRITICAL
-        if self.warn is not None and self.depth >= self.warn:
-            return Level.WARNING
-        return Level.OK
-
 
 @dataclass(frozen=True, slots=True)
 class TopProcess:

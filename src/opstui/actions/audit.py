@@ -88,6 +88,11 @@ class AuditLog:
         with self.store.transaction() as db:
             return self._insert(db, request, result="cancelled", reason=how)
 
+    def record(self, request: Request, *, result: str, reason: str | None = None) -> int:
+        """One entry for a request that is not a run: the Telegram bot's commands (a silence set, a refusal)."""
+        with self.store.transaction() as db:
+            return self._insert(db, request, result=result, reason=reason)
+
     def claim(self, request: Request, *, exclusive: str, deadline: float) -> int | str:
         """Record a run as started, unless another run with the same `exclusive` key is still running.
 

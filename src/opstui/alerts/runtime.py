@@ -83,13 +83,16 @@ def prune_history(store: Store, now: float, *, keep_samples: float) -> None:
 
 
 def stored_delivery_checks(store: Store, now: float) -> Iterable[CheckInfo]:
-    """The delivery fact as the delivering process last recorded it (for `opstui check` and a display-only TUI)."""
+    """The delivery fact as the delivering process last recorded it (for `opstui check` and a display-only TUI),
+    and the Telegram command bot's, as the polling daemon last recorded it."""
+    from opstui.bot.status import stored_bot_check
+
     try:
         waiting, oldest = Outbox(store).backlog()
         check = delivery_check(read_status(store), waiting, oldest, now=now)
     except StateError:
-        return ()
-    return () if check is None else (check,)
+        check = None
+    return tuple(c for c in (check, stored_bot_check(store, now)) if c is not None)
 
 
 async def start_alerting(

@@ -226,11 +226,19 @@ class Alerting:
                 # A root cause folds only under one that began before it (two Redis sources down together
                 # make one message, not two alerts waiting on each other).
                 earlier = roots[: roots.index(st)] if st in roots else roots
-                cause = earlier[0].key if earlier else None
+                cause = next((root.key for root in earlier if self._caused_by(st, root, now)), None)
             muted = self._muted_by(st, silences, windows) if st.phase == "firing" else None
             if (cause, muted) != (st.cause, st.muted_by):
                 st.cause, st.muted_by = cause, muted
                 self._dirty.add(st.key)
+
+    def _caused_by(self, st: AlertState, root: AlertState, now: float) -> bool:
+        """Whether `st` may be a consequence of `root`: it comes from the root's own source, or it began
+        within fold_window of the root (nothing else links an alert to a server opstui could check)."""
+        if st.source is not None and st.source == root.source:
+            return True
+        began, root_began = st.since or now, root.since or now
+        return root_began - self.cfg.fold_window <= began <= root_began + self.cfg.fold_window
 
     def _silences(self, now: float) -> list[Silence]:
         if self.store is None:

@@ -7,12 +7,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, PrivateAttr
+from pydantic import Field, PrivateAttr, model_validator
 
 from opstui.config._base import Duration, Secret, SecretUrl, Section, iter_secrets
 from opstui.config._load import discover, interpolate, read_toml, validate
 from opstui.config.actions import ActionsConfig
 from opstui.config.alerts import AlertsConfig, ReportConfig, TelegramConfig
+from opstui.config.bot import BotConfig
 from opstui.config.core import GeneralConfig, HostConfig, TuiConfig
 from opstui.config.daemon import DaemonConfig
 from opstui.config.data import (
@@ -58,6 +59,8 @@ class Config(Section):
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     telegram: TelegramConfig = Field(default_factory=TelegramConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
+    # The Telegram command bot (opstui.bot); its token is [telegram] token.
+    bot: BotConfig = Field(default_factory=BotConfig)
     # Data sources: one list entry per Redis server, database, log file or endpoint (config/data.py).
     redis: RedisServers = Field(default_factory=list)
     postgres: PostgresServers = Field(default_factory=list)
@@ -69,6 +72,12 @@ class Config(Section):
     daemon: DaemonConfig = Field(default_factory=DaemonConfig)
 
     _path: Path | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _bot_has_a_token(self) -> Config:
+        if self.bot.enabled and not self.telegram.token:
+            raise ValueError("bot.enabled = true needs [telegram] token (and chat_id): the bot answers with that token")
+        return self
 
     @property
     def path(self) -> Path | None:
@@ -103,8 +112,8 @@ def load_config(
         data = interpolate(raw, environ=environ, file=str(found), text=text)
         config = validate(Config, data, file=str(found), text=text)
         config._path = found
-    for secret in iter_secrets(config):
-        register_secret(secret)
+    for secret, whole in iter_secrets(config):
+        register_secret(secret, whole=whole)
     return config
 
 

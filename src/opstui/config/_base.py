@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated, Any, get_args, get_origin
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
+from opstui.redact import SAFE_QUERY
 from opstui.units import format_duration, parse_duration
 
 
@@ -22,6 +23,9 @@ Duration = Annotated[
     PlainSerializer(format_duration, return_type=str, when_used="json"),
 ]
 """Seconds; written in config as `30s`, `5m`, `1h30m` or a plain number of seconds."""
+
+PositiveDuration = Annotated[Duration, Field(gt=0)]
+"""A Duration that must be more than zero: a source's interval or timeout ("0s" would fail every read)."""
 
 
 class _SecretMark:
@@ -39,25 +43,30 @@ Secret = Annotated[str, SECRET]
 SecretUrl = Annotated[str, SECRET_URL]
 
 
-def iter_secrets(model: BaseModel) -> Iterator[str]:
-    """Every secret value in a loaded config: whole secret fields, the values of `dict[str, Secret]` fields
-    (an action's environment, an endpoint's headers), and the passwords inside URL fields."""
-    from urllib.parse import urlsplit
+def iter_secrets(model: BaseModel) -> Iterator[tuple[str, bool]]:
+    """Every secret value in a loaded config, with whether it is a secret by itself (`whole`).
+
+    Whole: secret fields and the values of `dict[str, Secret]` fields (an action's environment, an endpoint's
+    headers). Not whole: the password and the query values inside URL fields (shown masked with their URL).
+    """
+    from urllib.parse import parse_qsl, urlsplit
 
     for name, field in type(model).model_fields.items():
         value = getattr(model, name)
         marks = field.metadata
         if any(isinstance(m, _SecretMark) for m in marks) and isinstance(value, str):
-            yield value
+            yield value, True
         elif _is_secret_map(field.annotation) and isinstance(value, dict):
-            yield from (v for v in value.values() if isinstance(v, str))
+            yield from ((v, True) for v in value.values() if isinstance(v, str))
         elif any(isinstance(m, _SecretUrlMark) for m in marks) and isinstance(value, str):
             try:
-                password = urlsplit(value).password
+                parts = urlsplit(value)
+                password = parts.password
+                query = [v for k, v in parse_qsl(parts.query) if k.lower() not in SAFE_QUERY]
             except ValueError:
-                password = None
-            if password:
-                yield password
+                password, query = None, []
+            # postgres:postgres: a password equal to the user name is masked in its URL, not everywhere.
+            yield from ((secret, False) for secret in (password, *query) if secret and secret != parts.username)
         yield from _iter_nested(value)
 
 
@@ -66,7 +75,7 @@ def _is_secret_map(annotation: Any) -> bool:
     return get_origin(annotation) is dict and len(args) == 2 and SECRET in get_args(args[1])[1:]
 
 
-def _iter_nested(value: Any) -> Iterator[str]:
+def _iter_nested(value: Any) -> Iterator[tuple[str, bool]]:
     if isinstance(value, BaseModel):
         yield from iter_secrets(value)
     elif isinstance(value, list | tuple):

@@ -142,20 +142,25 @@ def format_loc(loc: tuple[str | int, ...]) -> str:
 
 
 def _fields_at(model: type[BaseModel], loc: tuple[str | int, ...]) -> list[str]:
-    """The keys allowed at a key path, for "did you mean" hints."""
+    """The keys allowed at a key path (as written in TOML: `for`, not `for_`), for "did you mean" hints."""
     current: Any = model
     for part in loc:
         current = _unwrap(current)
-        if isinstance(part, int) or get_origin(current) is dict:
+        if get_origin(current) is dict:
             args = get_args(current)
             current = args[-1] if args else None
-        elif isinstance(current, type) and issubclass(current, BaseModel) and part in current.model_fields:
-            current = current.model_fields[part].annotation
+        elif isinstance(part, int):
+            continue  # an element of an array of tables: _unwrap already stepped into the list
+        elif isinstance(current, type) and issubclass(current, BaseModel):
+            fields = {field.alias or name: field for name, field in current.model_fields.items()}
+            if part not in fields:
+                return []
+            current = fields[str(part)].annotation
         else:
             return []
     current = _unwrap(current)
     if isinstance(current, type) and issubclass(current, BaseModel):
-        return list(current.model_fields)
+        return [field.alias or name for name, field in current.model_fields.items()]
     return []
 
 

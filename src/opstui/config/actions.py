@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from opstui.config._base import Duration, Secret, SecretUrl, Section
+from opstui.config._base import Duration, PositiveDuration, Secret, SecretUrl, Section
 
 Scope = Literal["global", "process", "queue", "lock"]
 
@@ -147,7 +147,7 @@ class HttpActionConfig(ActionConfig):
 
 
 class ActionsConfig(Section):
-    timeout: Duration = Field(default=60.0, gt=0)
+    timeout: PositiveDuration = Field(default=60.0, gt=0)
     """How long an action may run before its whole process group is stopped, unless it sets its own."""
     kill_grace: Duration = Field(default=5.0, ge=0)
     """After the timeout: SIGTERM to the process group, then SIGKILL this much later if anything is left."""

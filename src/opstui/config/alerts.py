@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import ByteSize, ConfigDict, Field, PlainSerializer, field_validator, model_validator
 
-from opstui.config._base import Duration, Secret, Section
+from opstui.config._base import Duration, PositiveDuration, Secret, Section
 
 LevelName = Literal["warning", "critical"]
 Bytes = Annotated[ByteSize, PlainSerializer(lambda size: size.human_readable(separator=""), when_used="json")]
@@ -155,8 +155,11 @@ class AlertsConfig(Section):
     """Remind while an alert is still firing; 0 turns reminders off."""
     keep_resolved: Duration = 3600.0
     """How long a resolved alert stays listed (TUI, check)."""
-    fold_causes: list[str] = Field(default_factory=lambda: ["redis", "postgres", "postgresql"])
-    """Source kinds whose outage is a root cause: other alerts that fire meanwhile are folded under it."""
+    fold_causes: list[str] = Field(default_factory=lambda: ["redis", "postgres"])
+    """Source kinds whose outage is a root cause: other alerts that begin with it are folded under it."""
+    fold_window: Duration = 300.0
+    """Only alerts that begin within this long of the root cause (or come from its own source) fold under it:
+    a crash loop an hour into a replica's outage is news of its own."""
     fold_rules: list[str] = Field(
         default_factory=lambda: [
             "source_down",
@@ -204,7 +207,7 @@ class TelegramConfig(Section):
     thread_id: int | None = None
     """A forum topic in that chat, if any."""
     api_base: str = "https://api.telegram.org"
-    timeout: Duration = Field(default=15.0, gt=0)
+    timeout: PositiveDuration = Field(default=15.0, gt=0)
     per_chat_interval: Duration = 1.0
     """At most one message per this interval to a chat (Telegram's guidance: about one per second)."""
     group_per_minute: int = Field(default=20, ge=1)

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator
 
-from opstui.config._base import Duration, Section
+from opstui.config._base import Duration, PositiveDuration, Section
 
 
 class GeneralConfig(Section):
@@ -39,8 +39,8 @@ class GeneralConfig(Section):
 class HostConfig(Section):
     enabled: bool = True
     """Watch this machine: memory, swap and the biggest processes."""
-    interval: Duration = 5.0
-    timeout: Duration = 3.0
+    interval: PositiveDuration = 5.0
+    timeout: PositiveDuration = 3.0
     top_processes: int = Field(default=8, ge=0, le=100)
     """How many of the biggest processes by memory to list."""
 

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 
-from opstui.config._base import Duration, SecretUrl, Section
+from opstui.config._base import Duration, PositiveDuration, SecretUrl, Section
 from opstui.units import parse_size
 
 Match = dict[str, str | int | float | bool]
@@ -198,8 +198,8 @@ class RedisConfig(Section):
     """Shown as `redis <name>`; unique among [[redis]] entries."""
     url: RedisUrl = "redis://127.0.0.1:6379/0"
     """redis://[:PASSWORD@]HOST:PORT/DB, rediss:// for TLS, or unix:///path/to/redis.sock?db=0."""
-    interval: Duration = 5.0
-    timeout: Duration = 3.0
+    interval: PositiveDuration = 5.0
+    timeout: PositiveDuration = 3.0
     memory: bool = True
     """Read used_memory and maxmemory (INFO memory, in the same round trip)."""
     queues: Annotated[list[RedisQueueConfig], AfterValidator(_unique_names)] = Field(default_factory=list)
@@ -291,8 +291,8 @@ class PostgresConfig(Section):
     """Shown as `postgres <name>`; unique among [[postgres]] entries."""
     dsn: PostgresDsn = "postgresql://postgres@127.0.0.1:5432/postgres"
     """postgresql://USER:PASSWORD@HOST:PORT/DATABASE (?sslmode=require for TLS)."""
-    interval: Duration = 10.0
-    timeout: Duration = 5.0
+    interval: PositiveDuration = 10.0
+    timeout: PositiveDuration = 5.0
     queues: Annotated[list[PostgresQueueConfig], AfterValidator(_unique_names)] = Field(default_factory=list)
     locks: Annotated[list[PostgresLockConfig], AfterValidator(_unique_names)] = Field(default_factory=list)
     activity: Annotated[list[PostgresActivityConfig], AfterValidator(_unique_names)] = Field(default_factory=list)
@@ -322,8 +322,8 @@ class DispatchLogConfig(Section):
     name: str = Field(min_length=1)
     path: str = Field(min_length=1)
     """The JSON-lines log the report run writes."""
-    interval: Duration = 5.0
-    timeout: Duration = 5.0
+    interval: PositiveDuration = 5.0
+    timeout: PositiveDuration = 5.0
     processed: Match = Field(default_factory=_default_processed)
     sent: Match = Field(default_factory=_default_sent)
     failed: Match = Field(default_factory=_default_failed)
@@ -352,15 +352,15 @@ class LogActivityConfig(Section):
     """"mtime": the file's modification time; or the JSON field of the last line that holds its time."""
     max_age: Duration | None = None
     """Older activity than this is a warning."""
-    interval: Duration = 5.0
-    timeout: Duration = 3.0
+    interval: PositiveDuration = 5.0
+    timeout: PositiveDuration = 3.0
 
 
 class HealthConfig(Section):
     name: str = Field(min_length=1)
     url: HttpUrl
-    interval: Duration = 15.0
-    timeout: Duration = 5.0
+    interval: PositiveDuration = 15.0
+    timeout: PositiveDuration = 5.0
     """How long the endpoint may take to answer before it counts as failing."""
     expect_status: list[int] = Field(default_factory=list)
     """The status codes that mean healthy (default: any 2xx)."""
@@ -405,8 +405,8 @@ class PrometheusConfig(Section):
     name: str = Field(min_length=1)
     url: HttpUrl
     """The text-format metrics endpoint, e.g. http://127.0.0.1:9100/metrics."""
-    interval: Duration = 15.0
-    timeout: Duration = 5.0
+    interval: PositiveDuration = 15.0
+    timeout: PositiveDuration = 5.0
     metrics: list[Annotated[PrometheusMetricConfig, BeforeValidator(_metric_table)]] = Field(min_length=1)
     """Selectors, or tables with thresholds: { select = "queue_size", warn = 100 }."""
 

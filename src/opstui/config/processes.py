@@ -10,7 +10,7 @@ from typing import Annotated, Literal, TypeVar
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from opstui.config._base import Duration, Section
+from opstui.config._base import Duration, PositiveDuration, Section
 
 
 def _pm2_home() -> Path:
@@ -67,8 +67,8 @@ class PM2Config(Section):
     """The source's name on screens and in alerts; give each [[pm2]] its own when there are several."""
     home: UserPath = Field(default_factory=_pm2_home)
     """PM2_HOME of the user PM2 runs as (its rpc.sock, pub.sock and logs live there)."""
-    interval: Duration = 5.0
-    timeout: Duration = 4.0
+    interval: PositiveDuration = 5.0
+    timeout: PositiveDuration = 4.0
     events: bool = True
     """Follow pub.sock so a crash or restart shows within a second instead of at the next poll."""
     fallback: bool = True
@@ -87,8 +87,8 @@ class SystemdConfig(Section):
     """Unit names, e.g. "bot.service" (".service" may be left out)."""
     user: bool = False
     """Units of the user's own manager (`systemctl --user`) instead of the system's."""
-    interval: Duration = 5.0
-    timeout: Duration = 3.0
+    interval: PositiveDuration = 5.0
+    timeout: PositiveDuration = 3.0
 
 
 class DockerConfig(Section):
@@ -99,8 +99,8 @@ class DockerConfig(Section):
     """The engine's unix socket; default: from DOCKER_HOST (unix://...), else /var/run/docker.sock."""
     containers: list[str] = Field(default_factory=list)
     """Container names to watch; empty: every container, running or not."""
-    interval: Duration = 5.0
-    timeout: Duration = 3.0
+    interval: PositiveDuration = 5.0
+    timeout: PositiveDuration = 3.0
 
 
 class WatchedProcessConfig(Section):
@@ -127,8 +127,8 @@ class WatchedProcessConfig(Section):
 class ProcessesConfig(Section):
     """`[processes]`: plain processes of this host, read with one sweep of the process table."""
 
-    interval: Duration = 5.0
-    timeout: Duration = 3.0
+    interval: PositiveDuration = 5.0
+    timeout: PositiveDuration = 3.0
     watch: Annotated[list[WatchedProcessConfig], AfterValidator(unique_names("processes.watch"))] = Field(
         default_factory=list
     )
@@ -142,8 +142,8 @@ class LogConfig(Section):
     lines: int = Field(default=20, ge=1, le=1000)
     match: Regex | None = None
     """Only lines matching this regular expression count as error lines; default: every line."""
-    interval: Duration = 2.0
-    timeout: Duration = 2.0
+    interval: PositiveDuration = 2.0
+    timeout: PositiveDuration = 2.0
 
 
 class BackupConfig(Section):
@@ -156,8 +156,8 @@ class BackupConfig(Section):
     min_size: int = Field(default=1, ge=0)
     """Bytes; a smaller newest file (an empty dump) counts as no backup."""
     level: Literal["warning", "critical"] = "critical"
-    interval: Duration = 60.0
-    timeout: Duration = 5.0
+    interval: PositiveDuration = 60.0
+    timeout: PositiveDuration = 5.0
 
     @field_validator("path")
     @classmethod
@@ -172,8 +172,8 @@ class EnvConfig(Section):
     required: list[str] = Field(min_length=1)
     file: UserPath | None = None
     """A dotenv file to check (e.g. the app's .env); default: opstui's own environment."""
-    interval: Duration = 60.0
-    timeout: Duration = 5.0
+    interval: PositiveDuration = 60.0
+    timeout: PositiveDuration = 5.0
 
     @field_validator("required")
     @classmethod

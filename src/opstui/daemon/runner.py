@@ -47,6 +47,7 @@ from opstui.units import format_duration
 if TYPE_CHECKING:
     from opstui.actions import Actions
     from opstui.alerts.runtime import AlertRuntime
+    from opstui.bot import CommandBot
     from opstui.daemon.heartbeat import Heartbeat
     from opstui.daemon.http import Answer, MonitorServer
     from opstui.daemon.metrics import DaemonFacts
@@ -93,6 +94,7 @@ class Daemon:
         self.engine: Engine | None = None
         self.alerting: AlertRuntime | None = None
         self.actions: Actions | None = None
+        self.bot: CommandBot | None = None
         self.http: MonitorServer | None = None
         self.heartbeat: Heartbeat | None = None
         self.telegram = Counter[str]()
@@ -104,6 +106,7 @@ class Daemon:
         self.started = False
         self.stopping = False
         self._retired: list[Actions] = []
+        self._bot_unlisten: Callable[[], None] = lambda: None
         self._reloading = asyncio.Lock()
         self._status = 0
         self._tasks: set[asyncio.Task[bool]] = set()
@@ -166,6 +169,7 @@ class Daemon:
         await self._run_engine(self.engine)
         self.alerting = await self._start_alerting(config, self.engine)
         self.actions = self._make_actions(config)
+        self._start_bot(config)
         await self._start_endpoint()
         self._start_heartbeat()
         self.started = True
@@ -208,14 +212,44 @@ class Daemon:
         )
 
     def _make_actions(self, config: Config) -> Actions:
-        # The Telegram bot runs actions through this object (so a stopping daemon can wait for them): pass its
-        # allowlist here as `telegram_allowlist=` once the bot's config exists.
+        # The Telegram bot runs actions through this object too, so a stopping daemon waits for every run.
         from opstui.actions import Actions
 
         assert self.local is not None
         return Actions.from_config(
-            config, store=self.local, snapshot=lambda: self.engine.snapshot if self.engine else None
+            config,
+            store=self.local,
+            snapshot=lambda: self.engine.snapshot if self.engine else None,
+            telegram_allowlist=config.bot.admins,
         )
+
+    def _start_bot(self, config: Config) -> None:
+        """The Telegram command bot (opstui.bot), when `[bot] enabled`: it polls only while this daemon leads,
+        keeps its offset where alerting keeps its state (shared with [daemon.ha]), and runs `self.actions`."""
+        from opstui.bot import start_bot
+
+        assert self.engine is not None and self.store is not None
+        self.bot = start_bot(
+            config,
+            engine=self.engine,
+            store=self.store,
+            actions=self._current_actions,
+            snapshot=lambda: self.engine.snapshot if self.engine else None,
+            is_leader=lambda: self.leadership.leading,
+            leader=self.leadership.describe,
+        )
+        if self.bot is not None:
+            self._bot_unlisten = self.leadership.on_change(self.bot.leadership_changed)
+
+    def _current_actions(self) -> Actions:
+        assert self.actions is not None
+        return self.actions
+
+    async def _stop_bot(self, budget: float) -> None:
+        if self.bot is not None:
+            self._bot_unlisten()
+            bot, self.bot = self.bot, None
+            await bot.stop(budget)
 
     async def _start_endpoint(self) -> None:
         listen = split_listen(self.config.daemon.listen) if self.config.daemon.listen else None
@@ -300,6 +334,11 @@ class Daemon:
         if self.actions is not None and any(run.running for run in self.actions.runs):
             self._retired.append(self.actions)
         self.actions = self._make_actions(config)
+        if self.bot is not None and self.bot.reconfigure(config):
+            self.bot.attach(engine)
+        else:
+            await self._stop_bot(budget=2.0)
+            self._start_bot(config)
 
     def _unreloadable(self, config: Config) -> str:
         changed = []
@@ -326,13 +365,19 @@ class Daemon:
         if self.heartbeat is not None:
             await self.heartbeat.stop()
         await self.leadership.stop_work()
-        drained = asyncio.get_running_loop().create_task(self._drain_actions(begun))
+        loop = asyncio.get_running_loop()
+        # The bot stops polling at once, and edits its messages as the runs it follows end (beside the draining).
+        bot_budget = max(0.5, begun + STOP_BUDGET - 0.5 - time.monotonic())
+        bot_stopped = loop.create_task(self._stop_bot(budget=bot_budget))
+        drained = loop.create_task(self._drain_actions(begun))
         try:
             await asyncio.wait_for(self._stop_parts(), max(0.5, begun + STOP_BUDGET - 0.5 - time.monotonic()))
         except TimeoutError:
             log.warning("the daemon's parts did not stop within %.1fs; exiting anyway", STOP_BUDGET)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(drained, max(0.1, begun + STOP_BUDGET - time.monotonic()))
+            await asyncio.wait_for(
+                asyncio.gather(drained, bot_stopped), max(0.1, begun + STOP_BUDGET - time.monotonic())
+            )
         if self.store is not None and self.store is not self.local:
             await asyncio.to_thread(self.store.close)
         if self.local is not None:

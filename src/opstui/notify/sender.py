@@ -94,6 +94,9 @@ def delivery_check(
     waiting_note = f"; {waiting} notification{'s' if waiting != 1 else ''} waiting" if waiting else ""
     level = Level.OK
     detail = "Telegram delivery ok" + waiting_note
+    if not status.ok and not status.permanent:
+        # Within the grace period a failure is not yet an alert, but it is not "ok" either.
+        detail = f"Telegram retrying: {status.problem}{waiting_note}"
     if status.permanent:
         level = Level.CRITICAL
         detail = f"Telegram refuses: {status.problem}{waiting_note}; fix [telegram] and restart"

@@ -40,6 +40,9 @@ class LogActivitySource(Source):
         return await self.in_thread(self._read)
 
     def _read(self) -> Facts:
+        if not os.path.exists(self.config.path):
+            # Nothing logged yet is not an outage: the inactive rule judges the missing activity.
+            return Facts(activity=(self._activity(f"{self.config.path} does not exist yet"),))
         if self.by_mtime:
             try:
                 self.last_at = os.stat(self.config.path).st_mtime
@@ -58,15 +61,17 @@ class LogActivitySource(Source):
             newest = next((t for t in map(self._time_of, reversed(lines)) if t is not None), None)
             if newest is not None:
                 self.last_at = newest
-        activity = ActivityInfo(
+        return Facts(activity=(self._activity(self.detail),))
+
+    def _activity(self, detail: str | None) -> ActivityInfo:
+        return ActivityInfo(
             key=self.name,  # one item per source: the source's name is its row key
             name=self.config.name,
             source=self.name,
             last_at=self.last_at,
             max_age=self.config.max_age,
-            detail=self.detail,
+            detail=detail,
         )
-        return Facts(activity=(activity,))
 
     def _time_of(self, line: str) -> float | None:
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import threading
 from collections.abc import Callable
 from typing import ClassVar, TypeVar
@@ -42,10 +43,13 @@ class Source(abc.ABC):
         """Release connections and files; called once when the engine stops."""
 
     async def in_thread(self, read: Callable[[], T]) -> T:
-        """Run synchronous reading in a worker thread, one at a time.
+        """Run synchronous reading in a thread of this source's own, one read at a time.
 
-        When a read outlives the source's timeout the engine stops waiting, but the thread runs on; the next
-        tick must not read the same connection or file alongside it, so it reports that instead.
+        When a read outlives the source's timeout the engine stops waiting, but the thread runs on (a glob on
+        a dead NFS mount, a psutil sweep on a thrashing host); the next tick must not read the same
+        connection or file alongside it, so it reports that instead. Each read gets its own daemon thread,
+        not one of the loop's shared pool: a stuck system must not use up the threads every other source
+        and the HTTP client set-up wait for, nor hold up the process's exit.
         """
         busy = self._reading
         if not busy.acquire(blocking=False):
@@ -64,8 +68,30 @@ class Source(abc.ABC):
             finally:
                 busy.release()
 
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[T] = loop.create_future()
+
+        def settle(result: T | None, error: BaseException | None) -> None:
+            if done.done():  # the tick gave up waiting (timeout, cancellation)
+                return
+            if error is not None:
+                done.set_exception(error)
+            else:
+                done.set_result(result)  # type: ignore[arg-type]
+
+        def run() -> None:
+            result: T | None = None
+            error: BaseException | None = None
+            try:
+                result = guarded()
+            except BaseException as exc:
+                error = exc
+            with contextlib.suppress(RuntimeError):  # the loop closed while we read: nobody waits any more
+                loop.call_soon_threadsafe(settle, result, error)
+
+        threading.Thread(target=run, name=f"source {self.name}", daemon=True).start()
         try:
-            return await asyncio.to_thread(guarded)
+            return await done
         except BaseException:
             with handover:
                 if not started:

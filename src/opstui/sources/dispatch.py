@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import json
+import os
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -170,6 +171,13 @@ class DispatchLogSource(Source):
 
     def _read(self) -> Facts:
         now = time.time()
+        if not os.path.exists(self.config.path):
+            # A report log appears with its first run, and a nightly rotation may leave none until the next:
+            # that is no outage. The counts stay what they were (zero before any run).
+            self.detail = f"{self.config.path} does not exist yet: no run logged"
+            info = self.count.info(self.name, self.config.name, self.name, now, self.problem)
+            return Facts(dispatch=(info,))
+        self.detail = self.config.path
         if not self.opened:
             self._first_open(now)
         else:

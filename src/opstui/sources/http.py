@@ -83,7 +83,12 @@ class HttpSource(Source):
         client = await self.client()
         started = time.perf_counter()
         try:
-            async with client.stream("GET", self.url, headers={"Accept": accept}) as response:
+            # httpx's timeout bounds each phase; a server that trickles its body must be cut off as a whole,
+            # so that it is a failing check of ours and not a source the engine had to give up on.
+            async with (
+                asyncio.timeout(self.request_timeout),
+                client.stream("GET", self.url, headers={"Accept": accept}) as response,
+            ):
                 body = bytearray()
                 async for chunk in response.aiter_bytes():
                     body += chunk
@@ -92,7 +97,7 @@ class HttpSource(Source):
                 latency = (time.perf_counter() - started) * 1000
                 kind = response.headers.get("content-type", "")
                 return response.status_code, response.reason_phrase, kind, bytes(body[:limit]), latency
-        except httpx.TimeoutException:
+        except (httpx.TimeoutException, TimeoutError):
             raise SourceTimeout(f"no answer within {format_duration(self.request_timeout)}") from None
         except httpx.ConnectError as exc:
             raise SourceUnavailable(self._connect_problem(exc)) from None

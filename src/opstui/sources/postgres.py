@@ -346,6 +346,7 @@ class PostgresSource(Source):
         if self._conn is not None and not self._conn.is_closed():
             return self._conn
         timeout = self.config.timeout
+        conn = None
         try:
             conn = await asyncpg.connect(
                 self.config.dsn,
@@ -360,7 +361,11 @@ class PostgresSource(Source):
                 },
             )
             self._utc_offset = float(await conn.fetchval("SELECT extract(timezone FROM now())"))
-        except Exception as exc:
+        except BaseException as exc:
+            if conn is not None:  # connected, then failed or was cancelled: do not leave it open
+                conn.terminate()
+            if not isinstance(exc, Exception):
+                raise
             raise self._failure(exc) from None
         self._conn = conn
         return conn

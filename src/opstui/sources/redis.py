@@ -366,7 +366,8 @@ class RedisSource(Source):
         if isinstance(exc, AuthenticationError):
             if "NOAUTH" in text or "required" in text:
                 return SourceUnavailable(
-                    f"the server at {where} needs a password: put it in the url, redis://:PASSWORD@host:port/db"
+                    f"the server at {where} needs a password; write it into the url before the host "
+                    "(see [[redis]] url in config.example.toml)"
                 )
             return SourceUnavailable(f"authentication failed at {where}: wrong password or user ({text})")
         if isinstance(exc, RedisTimeout):
