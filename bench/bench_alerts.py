@@ -1,10 +1,10 @@
 """What the alerting processor costs per snapshot, shown and delivering, for a large small deployment.
 
-Run: uv run python bench/bench_alerts.py
+Run: uv run python -m bench.bench_alerts
 It judges 2,000 snapshots of 50 processes, 50 queues, 5 locks, 5 health checks and the host (a quarter of the
 processes crash-looping, some queues over their thresholds), one source read apart, and prints the mean and
-95th percentile time per snapshot: display only (the TUI), and persisting state and queueing notifications
-in the state store (the daemon).
+95th percentile time per snapshot: display only (the TUI), persisting state and queueing notifications in the
+state store (the daemon), and the same in a PostgreSQL shared by daemons on several hosts (the leader).
 """
 
 from __future__ import annotations
@@ -106,6 +106,29 @@ def main() -> None:
         store = StateStore.in_dir(Path(tmp))
         report("persisting + queueing (daemon)", measure(Alerting(config, store=store, deliver=True)))
         store.close()
+        report("persisting + queueing, shared PostgreSQL", measure(_leading_on_postgres(Path(tmp), config)))
+
+
+def _leading_on_postgres(tmp: Path, config: Config) -> Alerting:
+    """The leader of several daemons ([daemon.ha]): the same work against a PostgreSQL on this host, fenced."""
+    import atexit
+
+    from opstui.demo.servers import EmbeddedPostgres
+    from opstui.state import Fence
+    from opstui.state_postgres import PostgresStore
+
+    tmp.chmod(0o711)
+    server = EmbeddedPostgres(tmp / "postgres").start()
+    store = PostgresStore(server.dsn)
+    atexit.register(server.stop)
+    atexit.register(store.close)
+    with store.transaction() as db:
+        db.execute(
+            "INSERT INTO leases (name, holder, token, expires_at, acquired_at, renewed_at) "
+            "VALUES ('leader', 'bench', 1, 0, 0, 0)"
+        )
+    store.fence = Fence(1, time.monotonic() + 3600)
+    return Alerting(config, store=store, deliver=True)
 
 
 if __name__ == "__main__":

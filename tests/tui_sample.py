@@ -376,6 +376,7 @@ def sample_app(  # type: ignore[no-untyped-def]
     read_only: bool = False,
     config: Config | None = None,
     actions: object = None,
+    presence: Callable[[], DaemonPresence | None] = leader_daemon,
     **tui: object,
 ):
     """The dashboard on the sample world: frozen clock, fixed host, a leading daemon, only shipped themes.
@@ -391,7 +392,7 @@ def sample_app(  # type: ignore[no-untyped-def]
         feed=feed,
         clock=lambda: NOW,
         host="vps-1",
-        presence=leader_daemon,
+        presence=presence,
         theme=theme,
         themes=load_themes([shipped_themes_dir()]),
         commands=commands,

@@ -19,7 +19,7 @@ from opstui.redact import redact
 if TYPE_CHECKING:
     from opstui.actions import Confirmation, Plan, Run
     from opstui.model import Snapshot
-    from opstui.state import StateStore
+    from opstui.state import Store
 
 DESCRIPTION = """\
 A terminal ops monitor for bots and small backends: process restarts, queue depth, memory, the leader
@@ -163,12 +163,12 @@ def cmd_tui(args: argparse.Namespace) -> int:
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:
-    from opstui.daemon import run_daemon
+    from opstui.daemon import serve
     from opstui.logs import setup_logging
 
     config = _config(args)
     setup_logging(fmt=args.log_format, stream=sys.stdout)
-    return asyncio.run(run_daemon(config))
+    return serve(config, load=lambda: _config(args))
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -203,12 +203,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     with DemoWorld() as world:
         config = load_config(world.config_path)
         if args.headless:
-            from opstui.daemon import run_daemon
+            from opstui.daemon import serve
             from opstui.logs import setup_logging
 
             setup_logging(fmt="text", stream=sys.stdout)
             print(f"demo world in {world.root}; config {world.config_path}; Ctrl+C stops it all", flush=True)
-            return asyncio.run(run_daemon(config))
+            return serve(config)
         from opstui.tui import run_tui
 
         return run_tui(config, theme=args.theme, demo=world.root)
@@ -397,10 +397,11 @@ def cmd_audit(args: argparse.Namespace) -> int:
 # --- alerting commands
 
 
-def _store(config: Config) -> StateStore:
-    from opstui.state import StateStore
+def _store(config: Config) -> Store:
+    """Where alerting keeps silences, alert state and the outbox: with [daemon.ha], the daemons' shared database."""
+    from opstui.state_postgres import alerting_store
 
-    return StateStore.in_dir(config.state_dir())
+    return alerting_store(config)
 
 
 def _who() -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import difflib
 import logging
 import time
@@ -75,7 +76,8 @@ class Actions:
         """The actions a config defines and the built-ins for what it watches; `snapshot` gives the current
         snapshot (`lambda: engine.snapshot`)."""
         audit = AuditLog(store, keep=config.actions.audit_keep)
-        audit.tidy()
+        with contextlib.suppress(StateError):  # tidying is a courtesy: a locked database must not stop a start
+            audit.tidy()
         return cls(
             [*configured_actions(config), *builtin_actions(config)],
             audit=audit,
@@ -245,7 +247,8 @@ class Actions:
             await asyncio.to_thread(self.audit.finish, run.audit_id, result, run.tail())
         except StateError as exc:
             log.error("could not record the end of %s in the audit log: %s", action.name, exc)
-        run.finish(result)
+        finally:  # even when a second cancel (see Run.cancel) lands while recording: the run has ended
+            run.finish(result)
 
     async def _refuse(self, request: Request, reason: str) -> None:
         try:

@@ -16,7 +16,7 @@ from opstui.sources._restarts import RestartLog
 from opstui.sources.base import Source
 
 if TYPE_CHECKING:
-    import httpx
+    from opstui._httpx import httpx
 
 _DROPPED = frozenset({"Env", "Cmd", "Args", "Entrypoint", "Command", "Labels"})
 """Keys never kept from an Engine API answer: the container's environment and command lines may hold secrets."""
@@ -95,7 +95,7 @@ class DockerSource(Source):
         return self._client
 
     async def _get(self, path: str, **params: str) -> Any:
-        import httpx
+        from opstui._httpx import httpx
 
         try:
             response = await self._http().get(path, params=params)

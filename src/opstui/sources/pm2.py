@@ -297,7 +297,8 @@ class PM2Source(Source):
         self.restarts.forget_others({p.key for p in infos})
         logs: tuple[LogTail, ...] = ()
         if self.error_log_lines:
-            logs = await asyncio.to_thread(self._read_error_logs, processes, [p.key for p in infos])
+            keys = [p.key for p in infos]
+            logs = await self.in_thread(lambda: self._read_error_logs(processes, keys))
         return Facts(processes=tuple(infos), logs=logs)
 
     def _read_error_logs(self, processes: list[PM2Process], keys: list[str]) -> tuple[LogTail, ...]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from pathlib import Path
 from typing import Any
@@ -31,12 +32,12 @@ class AlertingEngine:
 
     async def start(self) -> None:
         from opstui.alerts import start_alerting
-        from opstui.state import StateStore
+        from opstui.state_postgres import alerting_store
 
         await self.engine.start()
-        self.runtime = await start_alerting(
-            self.engine, self.config, StateStore.in_dir(self.config.state_dir()), role="tui"
-        )
+        # With [daemon.ha], the daemons' shared database: their alert state, silences and delivery status.
+        self.store = await asyncio.to_thread(alerting_store, self.config)
+        self.runtime = await start_alerting(self.engine, self.config, self.store, role="tui")
 
     async def stop(self) -> None:
         if self.runtime is not None:
