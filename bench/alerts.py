@@ -2,12 +2,14 @@
 
 It judges 2,000 snapshots of 50 processes, 50 queues, 5 locks, 5 health checks and the host (a quarter of the
 processes crash-looping, some queues over their thresholds), one source read apart, and prints the mean and
-95th percentile time per snapshot: display only (the TUI), and persisting state and queueing notifications
-in the state store (the daemon).
+95th percentile time per snapshot: display only (the TUI), persisting state and queueing notifications in the
+state store (the daemon), and the same in a PostgreSQL shared by daemons on several hosts (the leader).
 """
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
 from types import MappingProxyType
 
 from bench._measure import Context, Result, SuiteRun, time_sync_calls
@@ -101,7 +103,39 @@ def run(ctx: Context) -> SuiteRun:
         )
     finally:
         store.close()
+    rows.append(
+        Result(
+            "shared",
+            "the same, in a PostgreSQL shared by daemons on several hosts (what the leader runs)",
+            _judge_leading_on_postgres(ctx.root / "alerts-postgres", config, count),
+        )
+    )
     return SuiteRun("alerts", rows, {"snapshots": count})
+
+
+def _judge_leading_on_postgres(root: Path, config: Config, count: int) -> dict[str, float | int | str | None]:
+    """The leader of several daemons ([daemon.ha]): the same work against a PostgreSQL on this host, fenced."""
+    from opstui.demo.servers import EmbeddedPostgres
+    from opstui.state import Fence
+    from opstui.state_postgres import PostgresStore
+
+    root.mkdir(parents=True, exist_ok=True)
+    root.chmod(0o711)  # PostgreSQL runs as its own user when we are root
+    server = EmbeddedPostgres(root / "postgres").start()
+    try:
+        store = PostgresStore(server.dsn)
+        try:
+            with store.transaction() as db:
+                db.execute(
+                    "INSERT INTO leases (name, holder, token, expires_at, acquired_at, renewed_at) "
+                    "VALUES ('leader', 'bench', 1, 0, 0, 0)"
+                )
+            store.fence = Fence(1, time.monotonic() + 3600)
+            return judge(Alerting(config, store=store, deliver=True), count)
+        finally:
+            store.close()
+    finally:
+        server.stop()
 
 
 def section(run: SuiteRun) -> str:
@@ -114,4 +148,4 @@ the host. Time per snapshot:
 
 The engine publishes at most once per loop iteration, and sources read every few seconds, so alerting costs
 well under 1 % of one core. In the daemon, most of the cost is the single SQLite transaction per snapshot
-that changed an alert."""
+that changed an alert; the leader of several daemons pays a round trip to the shared PostgreSQL instead."""

@@ -321,9 +321,13 @@ The sources start after the first frame is drawn, so reading them never delays i
 
 {section("alerts", alerts.section)}
 
+{SOAK.read_text().rstrip()}
+
 {FIXES.read_text().rstrip()}
 """
 
 
+SOAK = Path(__file__).with_name("soak.md")
+"""Hand-written from `python -m bench.soak`'s output: it simulates a day, longer than the harness's budget."""
 FIXES = Path(__file__).with_name("fixes.md")
 """Hand-written: what keeps the TUI cheap, and each fix with its before and after."""

@@ -17,6 +17,7 @@ from telegram_api import FakeBotAPI
 
 if TYPE_CHECKING:
     from opstui.engine import Engine
+    from pm2_sandbox import PM2Sandbox
 
 
 @pytest.fixture(autouse=True)
@@ -108,6 +109,30 @@ async def engine_for():  # type: ignore[no-untyped-def]
 
 
 EngineFor = Callable[..., "Engine"]
+
+
+@pytest.fixture(scope="session")
+def pm2_bin() -> Path:
+    from pm2_sandbox import find_pm2
+
+    found, reason = find_pm2()
+    if found is None:
+        pytest.skip(f"no PM2 for these tests: {reason}")
+    return found
+
+
+@pytest.fixture
+def pm2(pm2_bin: Path) -> Iterator[PM2Sandbox]:
+    """A PM2 daemon of the test's own (tests/pm2_sandbox.py), killed with its apps afterwards."""
+    from pm2_sandbox import PM2Sandbox
+
+    sandbox = PM2Sandbox(pm2_bin)
+    try:
+        yield sandbox
+    finally:
+        sandbox.close()
+
+
 # --- the fake Telegram Bot API (tests/telegram_api.py), for the notifier and the command bot
 
 
@@ -129,3 +154,27 @@ async def make_bot(tmp_path: Path):  # type: ignore[no-untyped-def]
 
     async with bot_factory(tmp_path) as factory:
         yield factory
+
+
+# --- built-in actions over real sources (tests/action_world.py)
+
+
+@pytest.fixture
+async def action_world(write_config):  # type: ignore[no-untyped-def]
+    """`await action_world(toml)`: the config's sources read once and `Actions` with its built-ins over them."""
+    from action_world import ActionWorld
+    from opstui.config import load_config
+    from opstui.state import StateStore
+
+    worlds: list[ActionWorld] = []
+
+    async def make(text: str, *, systemctl: tuple[str, ...] = ("systemctl",), sources: tuple = ()) -> ActionWorld:  # type: ignore[type-arg]
+        config = load_config(write_config(text))
+        world = ActionWorld(config, StateStore.in_dir(config.state_dir()), systemctl=systemctl, sources=list(sources))
+        worlds.append(world)
+        await world.look()
+        return world
+
+    yield make
+    for world in worlds:
+        await world.close()

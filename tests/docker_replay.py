@@ -1,6 +1,8 @@
 """A replaying Docker Engine: a real HTTP server on a unix socket answering from recorded Engine API answers.
 
-Used by tests/test_docker.py and bench/bench_process_sources.py (no Docker engine runs on these machines).
+Used by tests/test_docker.py, tests/test_builtin_processes.py and bench/processes.py (no Docker
+engine runs on these machines). A POST (restart, stop, start) is recorded and answered 204 like the engine,
+unless a test set another answer; `on_post` lets a test change what the engine says afterwards.
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 import json
 import socketserver
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
@@ -28,9 +31,14 @@ class FakeEngine:
         self.path = path
         self.answers: dict[str, tuple[int, bytes]] = {}
         self.requests: list[str] = []
+        self.posts: list[str] = []
+        self.post_answers: dict[str, tuple[int, bytes]] = {}
+        self.on_post: dict[str, Callable[[], None]] = {}
         self.answer("/containers/json", recorded("containers.json"))
         for name in NAMES:
+            # The engine takes a container's name wherever its id goes.
             self.answer(f"/containers/{self.id(name)}/json", recorded(f"inspect-{name}.json"))
+            self.answer(f"/containers/{name}/json", recorded(f"inspect-{name}.json"))
         self.answer(f"/containers/{self.id('api')}/stats", recorded("stats-api-1.json"))
         self.answer(f"/containers/{self.id('cache')}/stats", recorded("stats-cache.json"))
         fake = self
@@ -40,7 +48,17 @@ class FakeEngine:
 
             def do_GET(self) -> None:
                 fake.requests.append(self.path)
-                status, body = fake.answers.get(urlsplit(self.path).path, (404, b'{"message":"No such container"}'))
+                self.reply(*fake.answers.get(urlsplit(self.path).path, (404, b'{"message":"No such container"}')))
+
+            def do_POST(self) -> None:
+                path = urlsplit(self.path).path
+                fake.posts.append(self.path)
+                answer = fake.post_answers.get(path, (204, b""))
+                if answer[0] < 300 and path in fake.on_post:
+                    fake.on_post[path]()
+                self.reply(*answer)
+
+            def reply(self, status: int, body: bytes) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))

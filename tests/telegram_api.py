@@ -23,6 +23,7 @@ calls, and `api.clock` is the (injectable) time used for flood control and dates
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import re
@@ -111,6 +112,9 @@ class Fault:
     """Record the message, then close the connection (Telegram delivered it; the client cannot know)."""
     after: int = 0
     """Let this many calls through first."""
+    hang: float = 0.0
+    """Hold the request this many seconds without answering, then close the connection (a stalled proxy); the
+    message is not recorded."""
 
 
 def parse_html(text: str) -> str:
@@ -429,6 +433,11 @@ class FakeBotAPI:
             self.record(method, params, 0, "connection dropped")
             self._drop(request)
             return
+        if fault is not None and fault.hang:
+            self.record(method, params, 0, "hung")
+            time.sleep(fault.hang)
+            self._drop(request)
+            return
         if token != self.token:
             self.record(method, params, 401, "Unauthorized")
             self._answer(request, 401, {"ok": False, "error_code": 401, "description": "Unauthorized"})
@@ -490,7 +499,8 @@ class FakeBotAPI:
     @staticmethod
     def _drop(request: BaseHTTPRequestHandler) -> None:
         request.close_connection = True
-        request.connection.shutdown(2)
+        with contextlib.suppress(OSError):  # the client may have given up already (after a hang)
+            request.connection.shutdown(2)
 
     @staticmethod
     def _answer(

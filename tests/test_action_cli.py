@@ -58,7 +58,7 @@ timeout = "1s"
 command = {py("import time; print('started', flush=True); time.sleep(30)")}
 
 [[actions.command]]
-name = "restart"
+name = "restart-app"
 scope = "process"
 command = ["true", "{{process.name}}"]
 """
@@ -83,13 +83,13 @@ def test_action_list_shows_what_each_would_run_with_secrets_masked(config: Path,
     assert lines[2].startswith(f"    runs: {PY} -c ")
     assert lines[3] == f"          in {config.parent} · with API_TOKEN=*** · stopped after 1m"
     assert "purge-dead  (command, global, dangerous: type 'purge-dead' to run it)" in lines
-    assert "restart  (command, process, asks for confirmation)" in lines
+    assert "restart-app  (command, process, asks for confirmation)" in lines
     assert "    runs: true {process.name}" in lines
     assert SECRET not in result.stdout
 
     as_json = json.loads(opstui("-c", str(config), "action", "list", "--json", cwd=config.parent, env=env).stdout)
     assert as_json["read_only"] is False
-    assert [a["name"] for a in as_json["actions"]] == ["drain", "fail", "purge-dead", "slow", "restart"]
+    assert [a["name"] for a in as_json["actions"]] == ["drain", "fail", "purge-dead", "slow", "restart-app"]
     assert as_json["actions"][2]["confirm"] == "typed"
 
 
@@ -172,7 +172,7 @@ def test_a_row_must_exist_in_what_the_sources_read(config: Path, env: dict[str, 
         str(config),
         "action",
         "run",
-        "restart",
+        "restart-app",
         "--arg",
         "process.name=worker",
         "--yes",
@@ -183,7 +183,7 @@ def test_a_row_must_exist_in_what_the_sources_read(config: Path, env: dict[str, 
     assert result.stderr.strip() == (
         "opstui: refused: no process row with name='worker' in the current snapshot (no source reports process rows)"
     )
-    bad = opstui("-c", str(config), "action", "run", "restart", "--arg", "worker", cwd=config.parent, env=env)
+    bad = opstui("-c", str(config), "action", "run", "restart-app", "--arg", "worker", cwd=config.parent, env=env)
     assert bad.returncode == 2 and "--arg takes FIELD=VALUE" in bad.stderr
 
 

@@ -369,10 +369,10 @@ async def test_confirmation_is_data_the_caller_must_hand_back(make_actions) -> N
 
 
 async def test_telegram_users_need_to_be_on_the_allowlist(make_actions) -> None:  # type: ignore[no-untyped-def]
-    actions = make_actions('[[actions.command]]\nname = "restart"\ncommand = ["true"]\n', telegram=(1001,))
+    actions = make_actions('[[actions.command]]\nname = "recover"\ncommand = ["true"]\n', telegram=(1001,))
     with pytest.raises(ActionError, match=r"telegram 666 @mallory may not run actions"):
-        await actions.plan("restart", actor=Actor.telegram(666, "mallory"))
-    plan = await actions.plan("restart", actor=Actor.telegram(1001, "ops_bob"))
+        await actions.plan("recover", actor=Actor.telegram(666, "mallory"))
+    plan = await actions.plan("recover", actor=Actor.telegram(1001, "ops_bob"))
     assert (await (await actions.start(plan, plan.confirmation("Telegram button"))).wait()).ok
     entries = actions.audit.recent(2)
     assert [(e.actor, e.actor_kind, e.actor_id, e.result) for e in entries] == [

@@ -31,7 +31,7 @@ def test_quick_run_of_some_suites_writes_the_page_and_keeps_the_results(tmp_path
     assert "quick mode" in alerting
     stored = json.loads(results.read_text())
     assert sorted(stored) == ["alerts", "processes"]
-    assert {row["id"] for row in stored["alerts"]["results"]} == {"display", "deliver"}
+    assert {row["id"] for row in stored["alerts"]["results"]} == {"display", "deliver", "shared"}
     assert stored["alerts"]["machine"]["cores"]
 
     # Another suite later: the page keeps what was stored and adds the new one.

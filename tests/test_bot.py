@@ -65,7 +65,7 @@ async def test_a_viewer_can_read_the_status_but_not_restart(make_bot, tmp_path: 
     status = await bot.says(VIEWER, "/status")
     text = status.text
     assert text.startswith("🔴 web-1 · critical")
-    assert "👑 web-1: leads (a single daemon)" in text
+    assert "👑 web-1: leading (a single daemon)" in text
     assert "🔴 worker errored · 283 restarts (12 last hour)" in text and "🟢 api online" in text
     assert "🟠 incoming: 162" in text
     assert "🔴 worker restarted 12 times in 10m · 5m" in text

@@ -158,11 +158,11 @@ async def test_only_the_leader_polls(make_bot) -> None:  # type: ignore[no-untyp
     leader = make_bot(instance="a", is_leader=lambda: leading["a"])
     leading["a"] = True
     await leader.bot.leadership_changed(True)
-    assert "👑 a: leads" in (await leader.says(ADMIN, "/status")).text
+    assert "👑 a: leading" in (await leader.says(ADMIN, "/status")).text
 
     leading.update(a=False, b=True)  # a hand-over
     answer = await follower.says(ADMIN, "/status")
-    assert "👑 b: leads" in answer.text
+    assert "👑 b: leading" in answer.text
     assert leader.bot.check() is None, "the fact is the leader's to give"
     await follower.stop()
     polls = len(follower.api.calls_to("getUpdates"))
@@ -210,7 +210,7 @@ async def test_the_daemon_answers_commands_when_the_bot_is_enabled(make_bot, tmp
     try:
         api.user_says(ADMIN, "/status")
         answers = await until(lambda: api.texts(ADMIN), "the daemon's answer", limit=30)
-        assert answers[0].startswith("🟢 vps-1 · ok") and "👑 vps-1: leads (a single daemon)" in answers[0]
+        assert answers[0].startswith("🟢 vps-1 · ok") and "👑 vps-1: leading (a single daemon)" in answers[0]
     finally:
         stop.set()
         assert await asyncio.wait_for(daemon, 10) == 0

@@ -34,7 +34,7 @@ def test_the_demo_config_watches_every_data_source() -> None:
     assert queues["amoCRM retries"]["kind"] == "sql"
     assert doc["memory"]["redis"][0]["used_bytes"] > 0
     lock = doc["locks"][0]
-    assert lock["name"] == "daily batch" and lock["expected_holder"] == f"batch@{os.uname().nodename}"
+    assert lock["name"] == "daily batch" and lock["expected_holder"] == f"batch@{os.uname().nodename}/*"
     assert lock["state"] in ("held", "free")
     assert doc["dispatch"][0]["name"] == "daily report" and doc["dispatch"][0]["error"] is None
     assert doc["activity"][0]["name"] == "messages handled"

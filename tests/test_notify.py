@@ -315,7 +315,9 @@ def test_old_history_is_pruned_but_waiting_notifications_never_are(tmp_path: Pat
     old = 1_000_000.0
     outbox.add("old-sent", "text", {"lines": ["a"]}, now=old)
     outbox.add("old-waiting", "text", {"lines": ["b"]}, now=old)
-    outbox.sent(outbox.next_group(old), old)
+    sent = outbox.next_group(old)
+    token, _ = outbox.claim(sent, old, in_doubt=0)
+    outbox.sent(sent, token, old)
     store.add_samples([("queue_depth:q", old, 1.0), ("queue_depth:q", old + 100 * 86400, 2.0)])
     prune_history(store, old + 100 * 86400, keep_samples=8 * 86400)
     assert [r["idem_key"] for r in store.query("SELECT idem_key FROM outbox")] == ["old-waiting"]

@@ -10,7 +10,6 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -24,29 +23,12 @@ from opstui.model import ProcessInfo, Snapshot
 from opstui.sources import build_sources
 from opstui.sources._pm2_rpc import AmpParser, RpcConnection, decode_json, encode_message
 from opstui.sources.pm2 import PM2Client, PM2Source, read_jlist_output
-from pm2_sandbox import PM2Sandbox, find_pm2, wait_until
+from pm2_sandbox import PM2Sandbox, wait_until
 
 SECRET = "s3cr3t-VALUE-not-real-7f3a"
 STEADY = "setInterval(() => {}, 1000)\n"
 # Dies 0.3 s after each start, saying something secret-shaped on its way out.
 CRASHER = "setTimeout(() => { console.error('dying: api_key=' + 'abc123def456'); process.exit(1) }, 300)\n"
-
-
-@pytest.fixture(scope="session")
-def pm2_bin() -> Path:
-    found, reason = find_pm2()
-    if found is None:
-        pytest.skip(f"no PM2 for these tests: {reason}")
-    return found
-
-
-@pytest.fixture
-def pm2(pm2_bin: Path) -> Iterator[PM2Sandbox]:
-    sandbox = PM2Sandbox(pm2_bin)
-    try:
-        yield sandbox
-    finally:
-        sandbox.close()
 
 
 def jlist(pm2: PM2Sandbox) -> dict[str, dict]:  # type: ignore[type-arg]

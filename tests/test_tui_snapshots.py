@@ -26,3 +26,7 @@ def test_queues_tab_with_a_failing_source_at_80x24(snap_compare) -> None:  # typ
 
 def test_help_screen_at_80x24(snap_compare) -> None:  # type: ignore[no-untyped-def]
     assert snap_compare(sample_app(), press=["question_mark"], terminal_size=(80, 24))
+
+
+def test_actions_pane_without_actions_at_80x24(snap_compare) -> None:  # type: ignore[no-untyped-def]
+    assert snap_compare(sample_app(), press=["9"], terminal_size=(80, 24))

@@ -374,22 +374,29 @@ def sample_app(  # type: ignore[no-untyped-def]
     theme: str = "opstui-dark",
     commands: tuple[object, ...] = (),
     read_only: bool = False,
+    config: Config | None = None,
+    actions: object = None,
+    presence: Callable[[], DaemonPresence | None] = leader_daemon,
     **tui: object,
 ):
-    """The dashboard on the sample world: frozen clock, fixed host, a leading daemon, only shipped themes."""
+    """The dashboard on the sample world: frozen clock, fixed host, a leading daemon, only shipped themes.
+
+    `config` replaces the sample config (to define actions); `actions` feed the Actions pane.
+    """
     from opstui.tui.app import OpsApp
     from opstui.tui.themes import load_themes, shipped_themes_dir
 
     feed = ScriptedFeed(snapshot or sample_snapshot())
     return OpsApp(
-        sample_config(read_only=read_only, **tui),
+        config or sample_config(read_only=read_only, **tui),
         feed=feed,
         clock=lambda: NOW,
         host="vps-1",
-        presence=leader_daemon,
+        presence=presence,
         theme=theme,
         themes=load_themes([shipped_themes_dir()]),
         commands=commands,
+        actions=actions,  # type: ignore[arg-type]
     )
 
 

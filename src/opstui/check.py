@@ -16,7 +16,7 @@ from opstui.config import Config
 from opstui.config.alerts import AlertsConfig
 from opstui.errors import StateError
 from opstui.model import Level, Snapshot
-from opstui.state import DB_NAME, StateStore
+from opstui.state import DB_NAME, StateStore, Store
 from opstui.units import format_age, format_bytes
 
 EXIT_CODES = {Level.OK: 0, Level.WARNING: 1, Level.CRITICAL: 2}
@@ -45,7 +45,11 @@ async def check_once(config: Config) -> Snapshot:
             store.close()
 
 
-def _existing_store(config: Config) -> StateStore | None:
+def _existing_store(config: Config) -> Store | None:
+    if config.daemon.ha.enabled:  # the daemons' shared database: where the leader records delivery
+        from opstui.state_postgres import PostgresStore
+
+        return PostgresStore(config.daemon.ha.dsn, timeout=config.daemon.ha.timeout)
     # `opstui check` from cron must not create a state database where no daemon ever ran.
     path = config.state_dir() / DB_NAME
     if not path.exists():

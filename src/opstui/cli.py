@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Literal
@@ -17,7 +18,7 @@ from opstui.redact import redact
 if TYPE_CHECKING:
     from opstui.actions import Confirmation, Plan, Run
     from opstui.model import Snapshot
-    from opstui.state import StateStore
+    from opstui.state import Store
 
 DESCRIPTION = """\
 A terminal ops monitor for bots and small backends: process restarts, queue depth, memory, the leader
@@ -171,12 +172,12 @@ def cmd_tui(args: argparse.Namespace) -> int:
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:
-    from opstui.daemon import run_daemon
+    from opstui.daemon import serve
     from opstui.logs import setup_logging
 
     config = _config(args)
     setup_logging(fmt=args.log_format, stream=sys.stdout)
-    return asyncio.run(run_daemon(config))
+    return serve(config, load=lambda: _config(args))
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -211,12 +212,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     with DemoWorld() as world:
         config = load_config(world.config_path)
         if args.headless:
-            from opstui.daemon import run_daemon
+            from opstui.daemon import serve
             from opstui.logs import setup_logging
 
             setup_logging(fmt="text", stream=sys.stdout)
             print(f"demo world in {world.root}; config {world.config_path}; Ctrl+C stops it all", flush=True)
-            return asyncio.run(run_daemon(config))
+            return serve(config)
         from opstui.tui import run_tui
 
         return run_tui(config, theme=args.theme, demo=world.root)
@@ -236,7 +237,9 @@ exit status: the action's own exit status; 124 timed out; 130 interrupted; 1 fai
 
 def _add_action_commands(commands: argparse._SubParsersAction, parsers: type) -> None:  # type: ignore[type-arg]
     action = commands.add_parser(
-        "action", help="list or run recovery actions", description="List or run the actions the config defines."
+        "action",
+        help="list or run recovery actions",
+        description="List or run the actions the config defines, and the built-ins for what it watches.",
     )
     action.register("action", "parsers", parsers)
     action_commands = action.add_subparsers(title="commands", metavar="COMMAND", required=True)
@@ -274,11 +277,12 @@ def _add_action_commands(commands: argparse._SubParsersAction, parsers: type) ->
 
 def cmd_action_list(args: argparse.Namespace) -> int:
     from opstui.actions import listing
+    from opstui.actions.builtin import builtin_actions
     from opstui.actions.kinds import configured_actions
 
     config = _config(args)
     render = listing.render_json if args.json else listing.render_text
-    print(render(configured_actions(config), read_only=config.general.read_only))
+    print(render([*configured_actions(config), *builtin_actions(config)], read_only=config.general.read_only))
     return 0
 
 
@@ -336,7 +340,8 @@ def _ask(plan: Plan, args: argparse.Namespace) -> Confirmation | Literal[False] 
         return None
     if required.kind == "typed":
         print(f"{plan.action.name} is dangerous.", file=sys.stderr)
-        typed = input(f"Type its name ({required.phrase}) to run it, or press Enter to cancel: ")
+        whose = "its name" if required.phrase == plan.action.name else "the name of what it acts on"
+        typed = input(f"Type {whose} ({required.phrase}) to run it, or press Enter to cancel: ")
         return plan.confirmation("typed the name at the prompt", typed=typed) if typed.strip() else False
     answer = input("Run it? [y/N] ").strip().lower()
     return plan.confirmation("answered y at the prompt") if answer in ("y", "yes") else False
@@ -344,7 +349,8 @@ def _ask(plan: Plan, args: argparse.Namespace) -> Confirmation | Literal[False] 
 
 def _confirmation_hint(plan: Plan, args: argparse.Namespace) -> str | None:
     if plan.requirement.kind == "typed":
-        return f"it is dangerous: --yes is not enough; pass --confirm {plan.requirement.phrase} to run it"
+        phrase = shlex.quote(plan.requirement.phrase or "")
+        return f"it is dangerous: --yes is not enough; pass --confirm {phrase} to run it"
     if plan.requirement.kind == "confirm" and not args.yes:
         return "no terminal to ask on: pass --yes to confirm"
     return None
@@ -400,10 +406,11 @@ def cmd_audit(args: argparse.Namespace) -> int:
 # --- alerting commands
 
 
-def _store(config: Config) -> StateStore:
-    from opstui.state import StateStore
+def _store(config: Config) -> Store:
+    """Where alerting keeps silences, alert state and the outbox: with [daemon.ha], the daemons' shared database."""
+    from opstui.state_postgres import alerting_store
 
-    return StateStore.in_dir(config.state_dir())
+    return alerting_store(config)
 
 
 def _who() -> str:

@@ -100,6 +100,7 @@ class Engine:
         self._snapshot = self._build()
         self._publish_handle: asyncio.Handle | None = None
         self._running: set[asyncio.Task[Any]] = set()
+        self._stopping = False
         self.scheduler: Any = None
         """The APScheduler AsyncIOScheduler once started; other parts (reports) add their jobs to it."""
 
@@ -143,7 +144,8 @@ class Engine:
         self.record(source, facts, None)
 
     async def stop(self) -> None:
-        """Stop scheduling, cancel collections under way and close every source."""
+        """Stop scheduling, cancel collections under way and close every source (all at once, each within 2 s)."""
+        self._stopping = True
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
             self.scheduler = None
@@ -153,11 +155,14 @@ class Engine:
             task.cancel()
         if self._running:
             await asyncio.gather(*self._running, return_exceptions=True)
-        for source in self.sources:
-            try:
-                await asyncio.wait_for(source.close(), timeout=2.0)
-            except Exception as exc:  # closing must never stop the others from closing
-                log.warning("closing source %s failed: %s", source.name, redact(str(exc)))
+        await asyncio.gather(*(self._close(source) for source in self.sources))
+
+    @staticmethod
+    async def _close(source: Source) -> None:
+        try:
+            await asyncio.wait_for(source.close(), timeout=2.0)
+        except Exception as exc:  # closing must never stop the others from closing
+            log.warning("closing source %s failed: %s", source.name, redact(str(exc)) or type(exc).__name__)
 
     async def collect_once(self) -> Snapshot:
         """Run every source once, concurrently, and return the snapshot (for `opstui check`)."""
@@ -186,6 +191,8 @@ class Engine:
         except SourceError as exc:
             error = str(exc) or type(exc).__name__
         except asyncio.CancelledError:
+            if self._stopping:
+                return  # the engine stops: the read is abandoned, not failed (and not an error to log)
             raise
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -19,10 +19,11 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from opstui.config import Config
+from opstui.errors import StateError
 from opstui.model import METRICS, HostMemory, ProcessInfo, QueueInfo, Snapshot, series_key
 from opstui.notify.outbox import Outbox
 from opstui.notify.render import esc
-from opstui.state import StateStore
+from opstui.state import Store
 from opstui.units import format_age, format_bytes
 
 log = logging.getLogger("opstui.report")
@@ -41,13 +42,22 @@ DEPTH = _metric(QueueInfo, "depth")
 HOST_USED = _metric(HostMemory, "used_percent")
 
 
-class SampleRecorder:
-    """An engine subscriber: the per-minute maximum of every history series, written when the minute is over."""
+UNWRITTEN_KEPT = 60
+"""Minutes of samples kept in memory while the state database refuses them; older ones are dropped."""
 
-    def __init__(self, store: StateStore) -> None:
+
+class SampleRecorder:
+    """An engine subscriber: the per-minute maximum of every history series, written when the minute is over.
+
+    While the state database refuses (locked, read-only, unreachable), finished minutes wait in memory, up to
+    an hour of them, and are written with the next minute that can be.
+    """
+
+    def __init__(self, store: Store) -> None:
         self.store = store
         self._minute: float | None = None
         self._peaks: dict[str, float] = {}
+        self._unwritten: list[list[tuple[str, float, float]]] = []
 
     def __call__(self, snapshot: Snapshot) -> None:
         minute = math.floor(snapshot.taken_at / 60.0) * 60.0
@@ -62,8 +72,18 @@ class SampleRecorder:
     def flush(self) -> None:
         if self._minute is not None and self._peaks:
             minute = self._minute
-            self.store.add_samples([(key, minute, value) for key, value in self._peaks.items()])
+            self._unwritten.append([(key, minute, value) for key, value in self._peaks.items()])
+            del self._unwritten[:-UNWRITTEN_KEPT]
         self._peaks = {}
+        if not self._unwritten:
+            return
+        try:
+            self.store.add_samples([sample for minute in self._unwritten for sample in minute])
+        except StateError as exc:
+            if len(self._unwritten) == 1:
+                log.warning("cannot write samples for the daily report (keeping them until it can): %s", exc)
+            return
+        self._unwritten = []
 
 
 # ---------------------------------------------------------------------------------------------- the report
@@ -71,7 +91,7 @@ class SampleRecorder:
 
 def build_report(
     snapshot: Snapshot,
-    store: StateStore | None,
+    store: Store | None,
     *,
     tz: ZoneInfo,
     now: float | None = None,
@@ -161,7 +181,7 @@ def missed_note(missed: list[float], tz: ZoneInfo) -> str:
     )
 
 
-def _alert_lines(store: StateStore | None, since: float, snapshot: Snapshot) -> list[str]:
+def _alert_lines(store: Store | None, since: float, snapshot: Snapshot) -> list[str]:
     rows = (
         []
         if store is None
@@ -180,7 +200,7 @@ def _alert_lines(store: StateStore | None, since: float, snapshot: Snapshot) -> 
     return lines
 
 
-def _samples(store: StateStore | None, since: float) -> list[tuple[str, float, float]]:
+def _samples(store: Store | None, since: float) -> list[tuple[str, float, float]]:
     if store is None:
         return []
     rows = store.query("SELECT series, ts, value FROM samples WHERE ts >= ? ORDER BY series, ts", (since,))
@@ -238,7 +258,7 @@ class DailyReport:
     def __init__(
         self,
         config: Config,
-        store: StateStore,
+        store: Store,
         snapshot: Callable[[], Snapshot],
         *,
         on_queued: Callable[[], None] | None = None,

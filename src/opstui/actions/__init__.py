@@ -11,6 +11,11 @@ Every caller (the TUI, `opstui action`, the Telegram bot) goes through one objec
     result = await run.wait()
     actions.audit.recent(20)                                  # the audit log
 
+The built-ins are there by name whenever the config watches something they act on: `restart`, `stop`,
+`start` (args `{"process.name": "worker"}`), `queue-move`, `queue-delete` (`{"queue.name": "incoming"}`),
+`lock-release` (`{"lock.name": "daily batch"}`); `queue-delete` and a lock that is not stale want the row's
+name typed (`plan.requirement.phrase`).
+
 `plan` and `start` raise `ActionError` to refuse, after writing the refusal to the audit log; its message is
 the reason to show. The guard (`guard.Guard`) checks, on every `plan` and again on every `start`: who asks
 (an `Actor`; Telegram users must be on the allowlist), read-only mode, the row (it must be in the current
@@ -19,15 +24,17 @@ split or joined), the parameters, the confirmation the plan requires, that what 
 since it was shown, and that the same action is not already running (across processes, through the audit
 table).
 
-Adding a kind (the process, queue and lock built-ins plug in here): subclass `base.Action`, set `kind`,
-implement `describe()` (what it would run, for listings) and `prepare(target, params)` returning a
-`base.Prepared` whose `shown` lines are exactly what will run and whose `execute(emit)` coroutine does the
-work, writes output with `emit(stream, line)` and returns an `Outcome`; raise ActionError in `prepare` to
-refuse. Override `offered_on(target)` to narrow the rows (only PM2 processes), `requirement(target)` to
-decide confirmation per row (a stale lock needs none beyond yes, a held one its name typed),
-`exclusive_key(target)` to allow runs on different rows at once, and `parameters()` for values people
-choose. Then `actions.register(MyAction(...))`. Timeouts, cancellation, redaction, bounded output,
-one-at-a-time and the audit log come from `Actions` for every kind.
+Adding a kind (the process, queue and lock built-ins of `builtin.py` plug in here): subclass `base.Action`,
+set `kind`, implement `describe()` (what it would run, for listings) and `prepare(target, params)`
+returning a `base.Prepared` whose `shown` lines are exactly what will run and whose `execute(emit)` coroutine
+does the work, writes output with `emit(stream, line)` and returns an `Outcome`; raise ActionError in
+`prepare` to refuse. `prepare` may be a coroutine when what will run must be looked up first (PM2's ids, the
+lock row as the database holds it), and `Prepared.identity` says what may not change before the run when
+that is less than `shown` (a queue's count of the moment may). Override `offered_on(target)` to narrow the
+rows (only PM2 processes), `requirement(target)` to decide confirmation per row (a stale lock needs none
+beyond yes, a held one its name typed), `exclusive_key(target)` to allow runs on different rows at once,
+and `parameters()` for values people choose. Then `actions.register(MyAction(...))`. Timeouts,
+cancellation, redaction, bounded output, one-at-a-time and the audit log come from `Actions` for every kind.
 """
 
 from opstui.actions.audit import AuditEntry, AuditLog

@@ -112,8 +112,9 @@ class AuditLog:
             for row in running:
                 if self._still_running(row, now):
                     blocker = _entry(row)
+                    what = blocker.action + (f" on {blocker.target}" if blocker.target else "")
                     reason = (
-                        f"{request.action} is already running: started {format_age(now - blocker.at)} ago "
+                        f"{what} is already running: started {format_age(now - blocker.at)} ago "
                         f"by {blocker.actor}; one run at a time"
                     )
                     self._insert(db, request, result="refused", reason=reason)

@@ -61,12 +61,19 @@ class Target:
     key: str
     name: str
     fields: Mapping[str, str]
+    row: Row | None = field(default=None, compare=False, repr=False)
+    """The row itself, for a built-in that needs more than the fields (its source, a start time, an expiry)."""
 
     @classmethod
     def of(cls, row: Row) -> Target:
         scope = scope_of(row)
         fields = {f: str(getattr(row, f)) for f in ROW_FIELDS[scope] if getattr(row, f, None) is not None}
-        return cls(scope=scope, key=row.key, name=row.name, fields=fields)
+        return cls(scope=scope, key=row.key, name=row.name, fields=fields, row=row)
+
+    @property
+    def source(self) -> str | None:
+        """The name of the source that reported the row (`pm2`, `redis main`): where a built-in acts."""
+        return self.row.source if self.row is not None else None
 
     def value(self, field_name: str) -> str:
         """The row's value of `field_name`, checked safe to pass as an argument."""
@@ -116,12 +123,13 @@ class Requirement:
 
     kind: Literal["none", "confirm", "typed"]
     phrase: str | None = None
-    """For "typed": the exact text the person must type (the action's name for a dangerous action)."""
+    """For "typed": the exact text the person must type (the action's name for a dangerous action, the row's
+    name for a built-in that deletes or releases something); None only when no row is known yet (listings)."""
 
     @property
     def text(self) -> str:
         if self.kind == "typed":
-            return f"dangerous: type {self.phrase!r} to run it"
+            return f"dangerous: type {self.phrase!r} to run it" if self.phrase else "dangerous: type the row's name"
         return "asks for confirmation" if self.kind == "confirm" else "runs without asking"
 
 
@@ -140,6 +148,15 @@ class Prepared:
 
     shown: tuple[str, ...]
     execute: Callable[[Emit], Awaitable[Outcome]] = field(compare=False, repr=False)
+    identity: tuple[str, ...] | None = field(default=None, compare=False)
+    """What may not change between showing and running, when that is less than `shown`: a built-in shows how
+    many jobs wait now and names its dead-letter key after the time, and neither makes it another run."""
+
+    def same_run(self, other: Prepared) -> bool:
+        """Whether `other` would do what this one does (what `Actions.start` checks before running a plan)."""
+        mine = self.identity if self.identity is not None else self.shown
+        theirs = other.identity if other.identity is not None else other.shown
+        return mine == theirs
 
 
 class Action(ABC):
@@ -196,8 +213,12 @@ class Action(ABC):
         """What it would run, placeholders and choices left open, secrets masked (`opstui action list`)."""
 
     @abstractmethod
-    def prepare(self, target: Target | None, params: Mapping[str, str]) -> Prepared:
-        """Validate the row and parameters and return exactly what will run; raise ActionError to refuse."""
+    def prepare(self, target: Target | None, params: Mapping[str, str]) -> Prepared | Awaitable[Prepared]:
+        """Validate the row and parameters and return exactly what will run; raise ActionError to refuse.
+
+        May be a coroutine when what will run must be looked up first (the PM2 ids of a process, the lock
+        row as the database holds it now); it then bounds its own waiting.
+        """
 
     def check_params(self, params: Mapping[str, str]) -> dict[str, str]:
         """The parameters, each known, needed, one of its choices and safe as an argument; else refuse."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import difflib
 import logging
 import time
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from opstui.actions.audit import AuditLog, Request
 from opstui.actions.base import Action, Prepared, Row, Target, rows_of
+from opstui.actions.builtin import builtin_actions
 from opstui.actions.guard import Actor, Confirmation, Guard, Plan
 from opstui.actions.kinds import configured_actions
 from opstui.actions.runner import Run, RunResult
@@ -71,11 +73,13 @@ class Actions:
         snapshot: Callable[[], Snapshot | None] = lambda: None,
         telegram_allowlist: Collection[int | str] = (),
     ) -> Actions:
-        """The actions a config defines; `snapshot` gives the current snapshot (`lambda: engine.snapshot`)."""
+        """The actions a config defines and the built-ins for what it watches; `snapshot` gives the current
+        snapshot (`lambda: engine.snapshot`)."""
         audit = AuditLog(store, keep=config.actions.audit_keep)
-        audit.tidy()
+        with contextlib.suppress(StateError):  # tidying is a courtesy: a locked database must not stop a start
+            audit.tidy()
         return cls(
-            configured_actions(config),
+            [*configured_actions(config), *builtin_actions(config)],
             audit=audit,
             snapshot=snapshot,
             read_only=config.general.read_only,
@@ -125,7 +129,7 @@ class Actions:
         try:
             self.guard.admit(actor)
             action = self.get(name)
-            target, prepared = self._prepare(action, args)
+            target, prepared = await self._prepare(action, args)
         except ActionError as exc:
             await self._refuse(
                 Request(actor, name, action.kind if action else None, args=[f"{k}={v}" for k, v in args.items()]),
@@ -147,8 +151,8 @@ class Actions:
         try:
             self.guard.admit(plan.actor)
             how = self.guard.confirmed(plan, confirmation)
-            target, prepared = self._prepare(action, plan.args)
-            if prepared != plan.prepared or action.requirement(target) != plan.requirement:
+            target, prepared = await self._prepare(action, plan.args)
+            if not prepared.same_run(plan.prepared) or action.requirement(target) != plan.requirement:
                 raise ActionError(
                     f"what {action.name} would run has changed since it was shown "
                     f"(now: {' '.join(prepared.shown[:1])}); ask again"
@@ -182,11 +186,12 @@ class Actions:
             run.cancel(reason)
         await asyncio.gather(*(run.wait() for run in running))
 
-    def _prepare(self, action: Action, args: Mapping[str, str]) -> tuple[Target | None, Prepared]:
+    async def _prepare(self, action: Action, args: Mapping[str, str]) -> tuple[Target | None, Prepared]:
         selector = {k: v for k, v in args.items() if "." in k}
         params = {k: v for k, v in args.items() if "." not in k}
         target = self._target(action, selector)
-        return target, action.prepare(target, params)
+        prepared = action.prepare(target, params)
+        return target, prepared if isinstance(prepared, Prepared) else await prepared
 
     def _target(self, action: Action, selector: Mapping[str, str]) -> Target | None:
         """The row the request names, found in the current snapshot; the values come from there, not the caller."""
@@ -242,7 +247,8 @@ class Actions:
             await asyncio.to_thread(self.audit.finish, run.audit_id, result, run.tail())
         except StateError as exc:
             log.error("could not record the end of %s in the audit log: %s", action.name, exc)
-        run.finish(result)
+        finally:  # even when a second cancel (see Run.cancel) lands while recording: the run has ended
+            run.finish(result)
 
     async def _refuse(self, request: Request, reason: str) -> None:
         try:

@@ -156,7 +156,7 @@ class HttpAction(Action):
         return ", ".join(str(s) for s in self.expect_status) if self.expect_status else "2xx"
 
     async def _request(self, emit: Emit) -> Outcome:
-        import httpx  # only configs with http actions pay for importing it
+        from opstui._httpx import httpx  # only configs with http actions pay for importing it
 
         shown_url = mask_url(self.url)
         started = time.monotonic()
@@ -185,7 +185,7 @@ class HttpAction(Action):
 
 
 def _http_problem(exc: Exception) -> str:
-    import httpx
+    from opstui._httpx import httpx
 
     if isinstance(exc, httpx.ConnectError):
         return f"cannot connect ({redact(str(exc)) or 'connection refused'})"

@@ -1,4 +1,4 @@
-"""How the defined actions are listed for people and scripts (`opstui action list`, the bot's /recover)."""
+"""How the actions, defined and built in, are listed for people and scripts (`opstui action list`, /recover)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from opstui.units import format_duration
 
 READ_ONLY_NOTE = "read-only mode is on: every action is refused"
 NONE_DEFINED = (
-    "no actions defined; add [[actions.command]], [[actions.script]] or [[actions.http]] to the config "
-    "(see config.example.toml)"
+    "no actions: the built-ins (restart, queue-move, lock-release, ...) come with the processes, Redis queues "
+    "and locks the config watches, and none are defined; add [[actions.command]], [[actions.script]] or "
+    "[[actions.http]] (see config.example.toml)"
 )
 
 

@@ -153,9 +153,13 @@ class Run:
         return self.result
 
     def cancel(self, reason: str) -> None:
-        """Stop the run (its process group is stopped as on a timeout); the result is "cancelled"."""
-        if self._task is not None and not self._task.done() and self.cancel_reason is None:
-            self.cancel_reason = reason
+        """Stop the run (its process group is stopped as on a timeout); the result is "cancelled".
+
+        Called again while the group is being stopped, it cuts the grace period short: SIGKILL at once (a
+        daemon stopping has seconds, not the configured grace).
+        """
+        if self._task is not None and not self._task.done():
+            self.cancel_reason = self.cancel_reason or reason
             # On the next loop iteration, not now: a task cancelled before its first step never runs a line,
             # so a run cancelled right after `start` would never be recorded as ended.
             asyncio.get_running_loop().call_soon(self._task.cancel)

@@ -17,7 +17,6 @@ twice, and a restart picks up where the last run stopped.
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -31,12 +30,13 @@ from opstui.errors import StateError
 from opstui.model import METRICS, AlertInfo, CheckInfo, Level, ProcessInfo, Snapshot, series_key
 from opstui.notify.outbox import enqueue
 from opstui.redact import redact
-from opstui.state import StateStore
+from opstui.state import Db, Fenced, Store
 
 log = logging.getLogger("opstui.alerts")
 
-UNDELIVERABLE_RULES = frozenset({"delivery"})
-"""Alerts about delivery itself are shown, never sent through the channel that is failing."""
+UNDELIVERABLE_RULES = frozenset({"delivery", "state"})
+"""Alerts about delivery itself and about the state database the outbox lives in are shown (and fail the
+daemon's heartbeat and /readyz), never sent through the channel that is failing."""
 _RESTARTS = next(m for m in METRICS[ProcessInfo] if m.attr == "restarts_total")
 
 
@@ -60,7 +60,7 @@ class Alerting:
         self,
         config: Config,
         *,
-        store: StateStore | None = None,
+        store: Store | None = None,
         persist: bool = False,
         deliver: bool = False,
         once: bool = False,
@@ -86,6 +86,8 @@ class Alerting:
         """(idempotency key, kind, payload, key of the message to join) decided, not yet in the outbox."""
         self._unlogged: list[tuple[Transition, bool]] = []
         self._write_failed = False
+        self._known_silences: list[Silence] = []
+        self._silences_unread = False
         if self.persist:
             self._load()
         if store is not None:
@@ -242,10 +244,16 @@ class Alerting:
         if self.store is None:
             return []
         try:
-            return active_silences(self.store, now=now)
+            self._known_silences = active_silences(self.store, now=now)
         except StateError as exc:
-            log.warning("cannot read silences: %s", exc)
-            return []
+            # Keep muting what was muted: forgetting a silence while the database is away would send the very
+            # messages it was set to hold back.
+            if not self._silences_unread:
+                log.warning("cannot read silences, keeping the last ones read: %s", exc)
+            self._silences_unread = True
+            return [s for s in self._known_silences if s.expires_at > now]
+        self._silences_unread = False
+        return self._known_silences
 
     @staticmethod
     def _muted_by(st: AlertState, silences: list[Silence], windows: list[Any]) -> str | None:
@@ -357,13 +365,18 @@ class Alerting:
             self._dirty.discard(key)
             self._gone.add(key)
 
+    def flush(self, now: float) -> None:
+        """Write what is decided but not saved yet (the database refused it earlier); for a daemon stopping."""
+        if self.persist:
+            self._save(now)
+
     def _save(self, now: float) -> None:
         assert self.store is not None
         if not (self._unlogged or self._queue or self._dirty or self._gone):
             return  # no write lock taken for a snapshot that changed nothing
         queued = 0
         try:
-            with self.store.transaction() as db:
+            with self.store.transaction(fenced=self.deliver) as db:
                 for transition, notified in self._unlogged:
                     self._log(db, transition, notified, now)
                 # Rows that join another's message go last, after the message they join was written.
@@ -371,14 +384,19 @@ class Alerting:
                     queued += enqueue(
                         db, idem_key, kind, payload, now=now, group_window=self.cfg.group_window, group_with=join
                     )
-                for key in self._dirty:
-                    st = self.states[key]
-                    db.execute(
-                        "INSERT INTO alert_state (key, data, updated_at) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE "
-                        "SET data = excluded.data, updated_at = excluded.updated_at",
-                        (key, st.to_json(), now),
-                    )
+                # One batch, not a statement per alert: on the shared PostgreSQL each statement is a round trip.
+                db.executemany(
+                    "INSERT INTO alert_state (key, data, updated_at) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE "
+                    "SET data = excluded.data, updated_at = excluded.updated_at",
+                    [(key, self.states[key].to_json(), now) for key in self._dirty],
+                )
                 db.executemany("DELETE FROM alert_state WHERE key = ?", [(key,) for key in self._gone])
+        except Fenced as exc:
+            # Another daemon leads: it judges and queues from now on (the runtime stands this one down).
+            if not self._write_failed:
+                log.info("alert state not saved: %s", exc)
+            self._write_failed = True
+            return
         except StateError as exc:
             # Keep everything in memory and marked dirty: the next snapshot tries again.
             if not self._write_failed:
@@ -396,7 +414,7 @@ class Alerting:
             self.on_queued()
 
     @staticmethod
-    def _log(db: sqlite3.Connection, t: Transition, notified: bool, now: float) -> None:
+    def _log(db: Db, t: Transition, notified: bool, now: float) -> None:
         st = t.state
         db.execute(
             "INSERT INTO alert_log (at, key, rule, event, level, summary, notified) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -416,7 +434,7 @@ class Alerting:
             firing = sum(st.phase == "firing" for st in self.states.values())
             log.info("restored %d alerts (%d firing) from the state store", len(self.states), firing)
 
-    def _seed_restarts(self, store: StateStore) -> None:
+    def _seed_restarts(self, store: Store) -> None:
         # Restarts recorded before this process started (per-minute samples) count towards a restart loop.
         prefix = series_key(_RESTARTS, "")
         try:

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 from opstui.config.alerts import MaintenanceWindow
 from opstui.errors import OpsError
-from opstui.state import StateStore
+from opstui.state import Store
 from opstui.units import format_duration, parse_duration
 
 
@@ -42,7 +42,7 @@ def matches(pattern: str, *, key: str, rule: str, subject: str) -> bool:
 
 
 def silence(
-    store: StateStore,
+    store: Store,
     pattern: str,
     duration: float | str,
     *,
@@ -66,15 +66,17 @@ def silence(
         raise OpsError("a silence needs a duration longer than zero, e.g. '30m' or '2h'")
     now = time.time() if now is None else now
     with store.transaction() as db:
-        cursor = db.execute(
-            "INSERT INTO silences (pattern, created_at, expires_at, created_by, comment) VALUES (?, ?, ?, ?, ?)",
-            (pattern, now, now + seconds, by, comment),
+        silence_id = int(
+            db.execute(
+                "INSERT INTO silences (pattern, created_at, expires_at, created_by, comment) VALUES (?, ?, ?, ?, ?) "
+                "RETURNING id",
+                (pattern, now, now + seconds, by, comment),
+            ).fetchone()[0]
         )
-        silence_id = int(cursor.lastrowid or 0)
     return Silence(silence_id, pattern, now, now + seconds, by, comment)
 
 
-def unsilence(store: StateStore, which: int | str, *, now: float | None = None) -> list[Silence]:
+def unsilence(store: Store, which: int | str, *, now: float | None = None) -> list[Silence]:
     """End silences now: one by id, or every active one with exactly this pattern; returns those ended."""
     now = time.time() if now is None else now
     ended = [
@@ -88,7 +90,7 @@ def unsilence(store: StateStore, which: int | str, *, now: float | None = None) 
     return [Silence(s.id, s.pattern, s.created_at, now, s.created_by, s.comment) for s in ended]
 
 
-def active_silences(store: StateStore, *, now: float | None = None) -> list[Silence]:
+def active_silences(store: Store, *, now: float | None = None) -> list[Silence]:
     now = time.time() if now is None else now
     rows = store.query(
         "SELECT id, pattern, created_at, expires_at, created_by, comment FROM silences "

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from opstui.config import Config
     from opstui.engine import Engine
     from opstui.model import Snapshot
-    from opstui.state import StateStore
+    from opstui.state import Store
 
 __all__ = ["CommandBot", "start_bot", "stored_bot_check"]
 
@@ -40,7 +40,7 @@ def start_bot(
     config: Config,
     *,
     engine: Engine,
-    store: StateStore,
+    store: Store,
     actions: Callable[[], Actions] | None = None,
     snapshot: Callable[[], Snapshot | None] | None = None,
     is_leader: Callable[[], bool] | None = None,
@@ -58,9 +58,12 @@ def start_bot(
     owns_actions = actions is None
     if actions is None:
         from opstui.actions import Actions
+        from opstui.state import StateStore
 
+        # The audit log is the host's (SQLite), also when alerting's store is a shared PostgreSQL.
+        audit_store = store if isinstance(store, StateStore) else StateStore.in_dir(config.state_dir())
         own = Actions.from_config(
-            config, store=store, snapshot=lambda: engine.snapshot, telegram_allowlist=config.bot.admins
+            config, store=audit_store, snapshot=lambda: engine.snapshot, telegram_allowlist=config.bot.admins
         )
         actions = lambda: own  # noqa: E731
     bot = CommandBot(

@@ -25,6 +25,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -37,12 +38,13 @@ from opstui.errors import ActionError, StateError
 from opstui.model import CheckInfo, Snapshot
 from opstui.notify.render import esc, split_lines, to_plain
 from opstui.notify.telegram import Failure, TelegramBot, TelegramError
+from opstui.state import Fenced
 from opstui.units import format_age
 
 if TYPE_CHECKING:
     from opstui.config import Config
     from opstui.engine import Engine
-    from opstui.state import StateStore
+    from opstui.state import Store
 
 log = logging.getLogger("opstui.bot")
 
@@ -111,7 +113,7 @@ class CommandBot:
         self,
         config: Config,
         *,
-        store: StateStore,
+        store: Store,
         actions: Callable[[], Actions],
         snapshot: Callable[[], Snapshot | None],
         is_leader: Callable[[], bool] | None = None,
@@ -130,7 +132,7 @@ class CommandBot:
         self.snapshot = snapshot
         self.follows_leadership = is_leader is not None
         self.is_leader: Callable[[], bool] = is_leader or (lambda: True)
-        self.leader: Callable[[], str] = leader or (lambda: "leads (a single daemon)")
+        self.leader: Callable[[], str] = leader or (lambda: "leading (a single daemon)")
         telegram = config.telegram
         self.api = api or TelegramBot(telegram.token, api_base=telegram.api_base, timeout=telegram.timeout)
         self.clock = clock
@@ -388,7 +390,12 @@ class CommandBot:
             return
         self.offset = update_id + 1
         try:
-            await asyncio.to_thread(self.store.set_meta, OFFSET_KEY, str(self.offset))
+            # Fenced: a daemon that no longer leads (paused, cut off) must not handle a command the new leader
+            # may handle too.
+            await asyncio.to_thread(partial(self.store.set_meta, OFFSET_KEY, str(self.offset), fenced=True))
+        except Fenced as exc:
+            log.info("not handling a Telegram update: %s", exc)
+            return
         except StateError as exc:
             log.error("cannot remember which Telegram updates were handled (a restart may repeat one): %s", exc)
         try:

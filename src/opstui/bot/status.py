@@ -13,7 +13,7 @@ from typing import Literal
 
 from opstui.errors import StateError
 from opstui.model import CheckInfo, Level
-from opstui.state import StateStore
+from opstui.state import Store
 from opstui.units import format_age
 
 STATUS_KEY = "bot.telegram"
@@ -70,7 +70,7 @@ def bot_check(status: BotStatus | None, *, now: float) -> CheckInfo | None:
     return CheckInfo(key="telegram-bot", name="telegram bot", kind="bot", level=level, source="bot", detail=detail)
 
 
-def read_bot_status(store: StateStore) -> BotStatus | None:
+def read_bot_status(store: Store) -> BotStatus | None:
     raw = store.get_meta(STATUS_KEY)
     if not raw:
         return None
@@ -80,11 +80,11 @@ def read_bot_status(store: StateStore) -> BotStatus | None:
         return None
 
 
-def write_bot_status(store: StateStore, status: BotStatus) -> None:
+def write_bot_status(store: Store, status: BotStatus) -> None:
     store.set_meta(STATUS_KEY, json.dumps(asdict(status)))
 
 
-def stored_bot_check(store: StateStore, now: float) -> CheckInfo | None:
+def stored_bot_check(store: Store, now: float) -> CheckInfo | None:
     """The fact as the polling daemon last recorded it (for a TUI and `opstui check`)."""
     try:
         return bot_check(read_bot_status(store), now=now)

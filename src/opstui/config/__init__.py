@@ -15,6 +15,7 @@ from opstui.config.actions import ActionsConfig
 from opstui.config.alerts import AlertsConfig, ReportConfig, TelegramConfig
 from opstui.config.bot import BotConfig
 from opstui.config.core import GeneralConfig, HostConfig, TuiConfig
+from opstui.config.daemon import DaemonConfig
 from opstui.config.data import (
     DispatchLogs,
     HealthEndpoints,
@@ -67,6 +68,8 @@ class Config(Section):
     activity: LogActivities = Field(default_factory=list)
     health: HealthEndpoints = Field(default_factory=list)
     prometheus: PrometheusEndpoints = Field(default_factory=list)
+    # The daemon itself: HTTP endpoint, heartbeat, high availability (opstui.daemon).
+    daemon: DaemonConfig = Field(default_factory=DaemonConfig)
 
     _path: Path | None = PrivateAttr(default=None)
 

@@ -5,16 +5,17 @@ retention); each kind has its own array of tables, `[[actions.command]]`, `[[act
 `[[actions.http]]`. A kind per table (rather than one `[[actions]]` list with a `kind =` key) lets each kind
 forbid the keys it does not have, so `url` on a command or `command` on an http action is a typo caught at
 load with the file, line and key, not a union error; and TOML cannot hold both an `[actions]` table of
-defaults and an `[[actions]]` array.
+defaults and an `[[actions]]` array. Each built-in action has a table named after it (`[actions.restart]`,
+`[actions.queue-move]`), which only tunes or turns off what works without it.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from opstui.config._base import Duration, PositiveDuration, Secret, SecretUrl, Section
 
@@ -146,7 +147,72 @@ class HttpActionConfig(ActionConfig):
         return value.upper() if isinstance(value, str) else value
 
 
+BUILTIN_KEYS: dict[str, str] = {
+    "restart": "r",
+    "stop": "s",
+    "start": "u",
+    "queue-move": "m",
+    "queue-delete": "D",
+    "lock-release": "l",
+}
+"""The built-in actions by name, with their default TUI keys (none of the TUI's own: ? p q tab + - 1-9)."""
+DEAD_LETTER = "{key}:opstui-dead-letter:{time}"
+_TEMPLATE_FIELD = re.compile(r"\{([^{}]*)\}")
+
+
+def _dead_letter_template(value: str) -> str:
+    unknown = sorted({name for name in _TEMPLATE_FIELD.findall(value) if name not in ("key", "time")})
+    if unknown:
+        raise ValueError(f"unknown placeholder {{{unknown[0]}}}; the dead-letter key may use {{key}} and {{time}}")
+    if not value.replace("{key}", "").replace("{time}", ""):
+        raise ValueError("the dead-letter key needs more than placeholders, e.g. '{key}:opstui-dead-letter:{time}'")
+    return value
+
+
+class BuiltinActionConfig(Section):
+    """`[actions.<name>]` for a built-in action: every option has a default, so the table is only for changes."""
+
+    enabled: bool = True
+    """false: the action is offered nowhere (not in the TUI, `opstui action` or the bot)."""
+    key: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_+-]*$")
+    """The TUI key; default: the built-in's own (restart r, stop s, start u, queue-move m, queue-delete D,
+    lock-release l); "" for none."""
+    rows: list[str] = Field(default_factory=list)
+    """Only on the rows with these names (glob patterns allowed); default: every row it can act on."""
+    confirm: bool = True
+    """Ask before running. queue-delete always wants the queue's name typed, and lock-release the lock's
+    name for a lock that is not stale, whatever this says."""
+    timeout: Duration | None = Field(default=None, gt=0)
+    """Stop waiting for it after this long; default: `actions.timeout`."""
+
+
+class QueueMoveConfig(BuiltinActionConfig):
+    dead_letter: Annotated[str, AfterValidator(_dead_letter_template)] = Field(default=DEAD_LETTER, min_length=1)
+    """Where a queue's waiting jobs are moved: {key} is the key that held them, {time} the moment of the move
+    in UTC (20261122T044500). A key that exists already gets the jobs added after its own."""
+
+
+class QueueDeleteConfig(BuiltinActionConfig):
+    dumps: Path | None = None
+    """The directory for the dump of the jobs written before they are deleted; default: `dumps` in the
+    state directory."""
+
+    @field_validator("dumps")
+    @classmethod
+    def _expand_dumps(cls, value: Path | None) -> Path | None:
+        return value.expanduser() if value is not None else None
+
+    @model_validator(mode="after")
+    def _always_typed(self) -> QueueDeleteConfig:
+        if not self.confirm:
+            raise ValueError("queue-delete always asks for the queue's name to be typed; remove confirm = false")
+        return self
+
+
 class ActionsConfig(Section):
+    # The built-ins' tables are named after the actions, which have dashes (`[actions.queue-move]`).
+    model_config = ConfigDict(validate_by_name=True, validate_by_alias=True, serialize_by_alias=True)
+
     timeout: PositiveDuration = Field(default=60.0, gt=0)
     """How long an action may run before its whole process group is stopped, unless it sets its own."""
     kill_grace: Duration = Field(default=5.0, ge=0)
@@ -158,19 +224,46 @@ class ActionsConfig(Section):
     command: list[CommandActionConfig] = Field(default_factory=list)
     script: list[ScriptActionConfig] = Field(default_factory=list)
     http: list[HttpActionConfig] = Field(default_factory=list)
+    # The built-in actions (opstui.actions.builtin): restart, stop and start a process through its manager,
+    # move a queue's waiting jobs aside or delete them after a dump, release a lock.
+    restart: BuiltinActionConfig = Field(default_factory=BuiltinActionConfig)
+    stop: BuiltinActionConfig = Field(default_factory=BuiltinActionConfig)
+    start: BuiltinActionConfig = Field(default_factory=BuiltinActionConfig)
+    queue_move: QueueMoveConfig = Field(default_factory=QueueMoveConfig, alias="queue-move")
+    queue_delete: QueueDeleteConfig = Field(default_factory=QueueDeleteConfig, alias="queue-delete")
+    lock_release: BuiltinActionConfig = Field(default_factory=BuiltinActionConfig, alias="lock-release")
+
+    def builtin(self, name: str) -> BuiltinActionConfig:
+        """The settings of the built-in action `name` (`queue-move` -> `[actions.queue-move]`)."""
+        settings: BuiltinActionConfig = getattr(self, name.replace("-", "_"))
+        return settings
+
+    def builtin_key(self, name: str) -> str | None:
+        """The key the built-in `name` is bound to: its own, the configured one, or None ("")."""
+        key = self.builtin(name).key
+        return BUILTIN_KEYS[name] if key is None else key or None
 
     @model_validator(mode="after")
     def _unique(self) -> ActionsConfig:
         # Reported as the two places in the file, since the error for this whole section has no line of its own.
         for attribute in ("name", "key"):
             seen: dict[str, str] = {}
+            for name in BUILTIN_KEYS:
+                value = name if attribute == "name" else self.builtin_key(name)
+                if self.builtin(name).enabled and value is not None:
+                    seen[value] = f"[actions.{name}]"
             for kind in ("command", "script", "http"):
                 for index, action in enumerate(getattr(self, kind)):
                     value, where = getattr(action, attribute), f"actions.{kind}[{index}]"
                     if value is not None and value in seen:
-                        raise ValueError(
-                            f"{seen[value]} and {where} both have {attribute} = '{value}'; each needs its own"
-                        )
+                        other = seen[value]
+                        if other.startswith("[actions."):
+                            raise ValueError(
+                                f"{where} has {attribute} = '{value}', which is the built-in {other[9:-1]}'s; pick "
+                                f"another {attribute}, or change the built-in's in {other}"
+                                + (" (enabled = false turns it off)" if attribute == "name" else "")
+                            )
+                        raise ValueError(f"{other} and {where} both have {attribute} = '{value}'; each needs its own")
                     if value is not None:
                         seen[value] = where
         return self

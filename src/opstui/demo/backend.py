@@ -4,7 +4,8 @@ It behaves like the deployments opstui is for, on a two-minute cycle so every pa
 the api takes messages into a Redis queue (in bursts), the worker drains it and crash-loops for part of each
 cycle so the queue backs up and recovers, the batch takes the leader lock in `batch_locks`, writes the report
 dispatch log (processed vs sent vs failed, sometimes disagreeing) and now and then dies holding the lock,
-and the api's /health reports WhatsApp disconnected for a while. Run as
+which then goes stale and blocks the next runs until it is released (or taken over much later), and the
+api's /health reports WhatsApp disconnected for a while. Run as
 `python -m opstui.demo.backend supervisor --root DIR --redis URL --pg DSN --http-port N`.
 """
 
@@ -204,21 +205,35 @@ CREATE TABLE IF NOT EXISTS failed_amocrm_sync (
 );
 """
 
-TAKE_LOCK = """
+TAKEOVER_GRACE = 45
+"""Seconds a lock must have been expired before another instance takes it over: a careful batch does not race
+a holder that is only slow. Meanwhile the stale lock blocks every run, as in the incidents opstui is for."""
+TAKE_LOCK = f"""
 INSERT INTO batch_locks (lock_key, instance_id, expires_at) VALUES ($1, $2, now() + $3 * interval '1 second')
 ON CONFLICT (lock_key) DO UPDATE
    SET instance_id = excluded.instance_id, expires_at = excluded.expires_at,
        created_at = now(), updated_at = now()
- WHERE batch_locks.expires_at < now() OR batch_locks.instance_id = excluded.instance_id
+ WHERE batch_locks.expires_at < now() - interval '{TAKEOVER_GRACE} seconds'
+    OR batch_locks.instance_id = excluded.instance_id
 RETURNING instance_id
 """
+
+
+def batch_instance(pid: int) -> str:
+    """Each batch process is an instance of its own: one that restarts does not inherit its dead lock."""
+    return f"batch@{os.uname().nodename}/{pid}"
+
+
+EXPECTED_HOLDER = f"batch@{os.uname().nodename}/*"
+"""Who may hold the lock, as the demo's config says (any batch process of this host)."""
 
 
 async def _batch(args: argparse.Namespace) -> int:
     """Every 20 s: take the lock, run the report (processUser, then sendToMonitoringBot), release the lock.
 
-    Every fourth run dies holding the lock (it goes stale until it expires); some runs lose a send or
-    fail one, so processed and sent disagree as they did in the incidents opstui was built for.
+    Every fourth run dies holding the lock: it stays held for 30 s, then stale until another batch process
+    takes it over TAKEOVER_GRACE later (or someone releases it); some runs lose a send or fail one, so
+    processed and sent disagree as they did in the incidents opstui was built for.
     """
     import asyncpg
 
@@ -227,8 +242,9 @@ async def _batch(args: argparse.Namespace) -> int:
     await db.execute(LOCK_TABLE)
     dispatch = Path(args.root) / "logs" / "dispatch.log"
     errors = Path(args.root) / "logs" / "batch-error.log"
-    instance = f"batch@{os.uname().nodename}"
+    instance = batch_instance(os.getpid())
     run = int((time.time() - args.started) // 20)
+    completed = 0  # runs of this process: it leaks, and its fourth run is its last
     while True:
         await asyncio.sleep(20 - (time.time() - args.started) % 20)
         run += 1
@@ -258,7 +274,8 @@ async def _batch(args: argparse.Namespace) -> int:
                 "updated_at = now() WHERE lock_key = $1",
                 LOCK_KEY,
             )
-        if run % 4 == 0:
+        completed += 1
+        if completed % 4 == 0:
             error_line(errors, f"daily batch run {run}: killed by OOM while holding {LOCK_KEY}")
             os._exit(137)
         await db.execute("DELETE FROM batch_locks WHERE lock_key = $1 AND instance_id = $2", LOCK_KEY, instance)

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from opstui.demo.backend import LOCK_KEY, LOCK_TABLE, ROLES
+from opstui.demo.backend import EXPECTED_HOLDER, LOCK_KEY, LOCK_TABLE, ROLES
 from opstui.demo.servers import (
     EmbeddedPostgres,
     EmbeddedRedis,
@@ -107,6 +107,7 @@ class DemoWorld:
         wait_until(
             self._api_answers, timeout=20, what="the demo backend", proc=self.backend, log=self.logs / "api-out.log"
         )
+        self._write_recovery_script()
         self.config_path.write_text(self.config_text())
 
     def _api_answers(self) -> bool:
@@ -123,7 +124,8 @@ class DemoWorld:
                 pids.write(f"{proc.pid}\n")
 
     def config_text(self) -> str:
-        return f"""\
+        return (
+            f"""\
 # The config `opstui demo` watches its simulated backend with; a real one looks much the same.
 [general]
 instance = "demo"
@@ -133,7 +135,10 @@ state_dir = "{self.root / "state"}"
 [host]
 interval = "2s"
 top_processes = 8
-{self._processes_config()}""" + self.data_sources_config()
+{self._processes_config()}"""
+            + self.data_sources_config()
+            + self.actions_config()
+        )
 
     def _processes_config(self) -> str:
         """The backend's processes, found by command line (its supervisor restarts them as PM2 would), and the
@@ -185,7 +190,7 @@ crit = 10
 [[postgres.locks]]
 name = "daily batch"
 key = "{LOCK_KEY}"
-expected_holder = "batch@{os.uname().nodename}"
+expected_holder = "{EXPECTED_HOLDER}"
 
 [[dispatch]]
 name = "daily report"
@@ -197,6 +202,32 @@ name = "api"
 url = "http://127.0.0.1:{self.http_port}/health"
 interval = "2s"
 timeout = "2s"
+"""
+
+    # --- recovery actions: the built-ins need nothing; the team's recovery script is one more -------------
+
+    @property
+    def recovery_script(self) -> Path:
+        return self.root / "recovery.sh"
+
+    def _write_recovery_script(self) -> None:
+        from opstui.demo.recovery import script_text
+
+        assert self.redis is not None and self.postgres is not None
+        self.recovery_script.write_text(script_text(self.root, self.redis.url, self.postgres.dsn))
+        self.recovery_script.chmod(0o700)
+
+    def actions_config(self) -> str:
+        """The demo's recovery script as an action. Restarting the worker (r on Processes), moving the queue
+        aside (m on Queues) and releasing the lock (l on Lock) are built in and need no config."""
+        return """
+[[actions.script]]
+name = "recovery"
+description = "The team's recovery script: status, or a soft restart of the worker"
+script = "./recovery.sh"
+modes = ["status", "soft"]
+key = "R"
+timeout = "30s"
 """
 
     def close(self) -> None:

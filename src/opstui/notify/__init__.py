@@ -14,7 +14,7 @@ from opstui.notify.outbox import Outbox
 from opstui.notify.render import esc, split_lines, to_plain
 from opstui.notify.sender import MIGRATED_KEY, Notifier, read_status
 from opstui.notify.telegram import Failure, TelegramBot, TelegramError
-from opstui.state import StateStore
+from opstui.state import Store
 
 __all__ = [
     "Failure",
@@ -35,7 +35,7 @@ HINTS = {
 }
 
 
-async def send_now(config: Config, store: StateStore | None, lines: Sequence[str]) -> tuple[bool, list[str]]:
+async def send_now(config: Config, store: Store | None, lines: Sequence[str]) -> tuple[bool, list[str]]:
     """Send a message straight away (no outbox) and return whether it went, and what Telegram answered.
 
     Follows a group's upgrade to a supergroup (and remembers it), and retries once as plain text if Telegram
@@ -82,7 +82,7 @@ async def send_now(config: Config, store: StateStore | None, lines: Sequence[str
     return True, answers
 
 
-async def send_test(config: Config, store: StateStore | None) -> tuple[bool, list[str]]:
+async def send_test(config: Config, store: Store | None) -> tuple[bool, list[str]]:
     """`opstui notify test`: one short message that says where it came from."""
     lines = [
         f"✅ <b>opstui test message</b> from {esc(config.general.instance)}",

@@ -10,7 +10,9 @@
 - A group upgraded to a supergroup is followed to its new chat id, which is remembered in the state store.
 
 Delivery is at-least-once: a network error after the request was written may hide a message Telegram delivered,
-and we resend it (Telegram has no idempotency key); everything we can tell apart is sent exactly once.
+and we resend it (Telegram has no idempotency key); everything we can tell apart is sent exactly once. A message
+Telegram accepted is marked sent before anything else goes out: while the state database refuses the mark (locked,
+read-only, unreachable), the notifier retries it and sends nothing more, so nothing is sent twice.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import json
 import logging
 import random
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from zoneinfo import ZoneInfo
@@ -32,7 +34,7 @@ from opstui.model import CheckInfo, Level
 from opstui.notify.outbox import Outbox, OutboxItem
 from opstui.notify.render import render_alerts, split_lines, to_plain
 from opstui.notify.telegram import Failure, TelegramBot, TelegramError
-from opstui.state import StateStore
+from opstui.state import Fenced, Store
 from opstui.units import format_age
 
 log = logging.getLogger("opstui.notify")
@@ -44,6 +46,8 @@ BACKOFF_CAP = 60.0
 STILL_FAILING_LOG_EVERY = 600.0
 UNREACHABLE_WARNING_AFTER = 300.0
 """Telegram unreachable for longer than this is a warning in `opstui check` and the TUI."""
+STATE_RETRY = 2.0
+"""Seconds between attempts to use the state database while it refuses (to mark a sent message, to claim)."""
 
 
 @dataclass(slots=True)
@@ -59,7 +63,19 @@ class DeliveryStatus:
     last_sent_at: float | None = None
 
 
-def read_status(store: StateStore) -> DeliveryStatus | None:
+@dataclass(frozen=True, slots=True)
+class _Accepted:
+    """A message Telegram accepted whose rows are not marked yet (the state database refused the mark)."""
+
+    rows: Sequence[OutboxItem]
+    token: int
+    parts_sent: int
+    message_id: int | None
+    sent_at: float | None
+    """When its last part went, if it was the last."""
+
+
+def read_status(store: Store) -> DeliveryStatus | None:
     raw = store.get_meta(STATUS_KEY)
     if not raw:
         return None
@@ -94,17 +110,22 @@ def delivery_check(
 
 
 class Notifier:
-    """Sends what the outbox holds; `deliver_due()` is one pass, `run()` the loop the daemon keeps going."""
+    """Sends what the outbox holds; `deliver_due()` is one pass, `run()` the loop the daemon keeps going.
+
+    counters: `sent` and one count per `Failure` value, kept by the caller across notifiers (the daemon's
+    /metrics).
+    """
 
     def __init__(
         self,
         config: TelegramConfig,
-        store: StateStore,
+        store: Store,
         *,
         tz: ZoneInfo,
         bot: TelegramBot | None = None,
         clock: Callable[[], float] = time.time,
         jitter: Callable[[], float] = random.random,
+        counters: Counter[str] | None = None,
     ) -> None:
         if config.chat_id is None:
             raise ValueError("a notifier needs telegram.chat_id")
@@ -115,11 +136,23 @@ class Notifier:
         self.bot = bot or TelegramBot(config.token, api_base=config.api_base, timeout=config.timeout)
         self.clock = clock
         self.jitter = jitter
-        self.chat_id: int | str = self._followed(config.chat_id)
-        self.status = read_status(store) or DeliveryStatus()
+        self.counters: Counter[str] = Counter() if counters is None else counters
+        self.in_doubt = 3 * config.timeout + 5.0
+        """The longest one send can take (connect, write, read), with a margin: how long a new leader leaves
+        rows alone that an old one claimed, so that one can still mark what it sent."""
+        try:
+            self.chat_id: int | str = self._followed(config.chat_id)
+            self.status = read_status(store) or DeliveryStatus()
+        except StateError as exc:  # the state database is down: start anyway, and find out later
+            log.warning("notifier starting without its saved status: %s", exc)
+            self.chat_id, self.status = config.chat_id, DeliveryStatus()
         # A permanent refusal recorded by an earlier run is retried once at start: the config may be fixed now.
         self.status.permanent = False
         self.status.chat_id = self.chat_id
+        self._status_saved = False
+        self._accepted: _Accepted | None = None
+        self._backlog: tuple[int, float | None] = (0, None)
+        self._state_problem: str | None = None
         self._stopped_by: TelegramError | None = None
         self._paused_until = 0.0
         self._failures = 0
@@ -156,9 +189,6 @@ class Notifier:
             self._wake.clear()
             try:
                 next_at = await self.deliver_due()
-            except StateError as exc:
-                log.error("notifier cannot use the state database: %s", exc)
-                next_at = self.clock() + 5.0
             except Exception:
                 log.exception("notifier pass failed; retrying in 5s")
                 next_at = self.clock() + 5.0
@@ -169,8 +199,32 @@ class Notifier:
                 await asyncio.wait_for(self._wake.wait(), timeout=delay)
 
     async def deliver_due(self) -> float | None:
-        """Send everything that is due and allowed now; returns when to look again (None: when woken)."""
+        """Send everything that is due and allowed now; returns when to look again (None: when woken).
+
+        While the state database refuses (locked, read-only, unreachable) it says so once, sends nothing, and
+        returns a time a few seconds ahead to try again.
+        """
+        try:
+            next_at = await self._deliver_due()
+        except Fenced as exc:
+            if self._state_problem != str(exc):
+                log.info("not sending notifications: %s", exc)
+            self._state_problem = str(exc)
+            return None
+        except StateError as exc:
+            if self._state_problem != str(exc):
+                log.error("notifier cannot use the state database (retrying every %.0fs): %s", STATE_RETRY, exc)
+            self._state_problem = str(exc)
+            return self.clock() + STATE_RETRY
+        if self._state_problem is not None:
+            log.info("notifier uses the state database again")
+            self._state_problem = None
+        return next_at
+
+    async def _deliver_due(self) -> float | None:
         while not self._stopping:
+            if self._accepted is not None:
+                self._mark(self._accepted)
             if self._stopped_by is not None:
                 return None
             now = self.clock()
@@ -182,7 +236,15 @@ class Notifier:
                 return self.outbox.next_due_at()
             if wait > 0:
                 return now + wait
-            await self._send_group(group, now)
+            token, in_doubt_until = self.outbox.claim(group, now, in_doubt=self.in_doubt)
+            if in_doubt_until is not None:
+                log.info(
+                    "another daemon claimed the next notification %.0fs ago and may still be sending it; "
+                    "waiting until it can no longer be",
+                    now - (in_doubt_until - self.in_doubt),
+                )
+                return in_doubt_until
+            await self._send_group(group, token, now)
         return None
 
     # ------------------------------------------------------------------------------------------ one group
@@ -198,25 +260,38 @@ class Notifier:
             chunks = [f"({i}/{len(chunks)}) {chunk}" for i, chunk in enumerate(chunks, start=1)]
         return chunks
 
-    async def _send_group(self, group: Sequence[OutboxItem], now: float) -> None:
+    async def _send_group(self, group: Sequence[OutboxItem], token: int, now: float) -> None:
         chunks = self.render(group)
         part = group[0].parts_sent
         if part >= len(chunks):
-            self.outbox.sent(group, now)
+            self.outbox.sent(group, token, now)
             return
         try:
             message = await self._send_text(chunks[part])
         except TelegramError as exc:
-            self._failed(group, exc)
+            self._failed(group, token, exc)
             return
         sent_at = self.clock()
         self._sent_times.append(sent_at)
+        self.counters["sent"] += 1
         raw_id = message.get("message_id")
         message_id = raw_id if isinstance(raw_id, int) else None
-        self.outbox.part_sent(group, part + 1, message_id)
-        if part + 1 == len(chunks):
-            self.outbox.sent(group, sent_at)
+        self._accepted = _Accepted(group, token, part + 1, message_id, sent_at if part + 1 == len(chunks) else None)
         self._delivered(sent_at)
+        self._mark(self._accepted)
+
+    def _mark(self, accepted: _Accepted) -> None:
+        """Record what Telegram accepted; raises StateError (and keeps it to retry) while the database refuses."""
+        kept = self.outbox.part_sent(
+            accepted.rows, accepted.token, accepted.parts_sent, accepted.message_id, sent_at=accepted.sent_at
+        )
+        self._accepted = None
+        if kept < len(accepted.rows):
+            log.error(
+                "another daemon took over notifications this one had just sent before they were marked sent: "
+                "it may send %d of them again",
+                len(accepted.rows) - kept,
+            )
 
     async def _send_text(self, text: str) -> dict[str, object]:
         try:
@@ -238,10 +313,11 @@ class Notifier:
         self._failures = 0
         self._update(DeliveryStatus(ok=True, chat_id=self.chat_id, last_sent_at=now))
 
-    def _failed(self, group: Sequence[OutboxItem], exc: TelegramError) -> None:
+    def _failed(self, group: Sequence[OutboxItem], token: int, exc: TelegramError) -> None:
         now = self.clock()
         problem = str(exc)
         failure = exc.failure
+        self.counters[failure.value] += 1
         if failure is Failure.MIGRATED and exc.migrate_to is not None:
             old, self.chat_id = self.chat_id, exc.migrate_to
             self.store.set_meta(f"{MIGRATED_KEY}{old}", str(exc.migrate_to))
@@ -253,7 +329,7 @@ class Notifier:
                 exc.migrate_to,
             )
             return
-        self.outbox.attempted(group, problem)
+        self.outbox.attempted(group, token, problem)
         if failure is Failure.RATE_LIMITED:
             self._paused_until = now + (exc.retry_after or 1.0)
             log.warning("Telegram asks to slow down: pausing this chat for %ss", int(exc.retry_after or 1))
@@ -277,7 +353,7 @@ class Notifier:
         elif failure is Failure.REJECTED:
             # This message can never be sent as it is; keep it (marked failed) and go on with the next one.
             log.error("Telegram rejected a notification, which is kept in the outbox as failed: %s", problem)
-            self.outbox.failed(group, problem, now)
+            self.outbox.failed(group, token, problem, now)
         else:
             self._stopped_by = exc
             waiting, _ = self.outbox.backlog()
@@ -311,11 +387,18 @@ class Notifier:
             self.status.chat_id,
         )
         self.status = status
-        if changed or self.store.get_meta(STATUS_KEY) is None:
-            self.store.set_meta(STATUS_KEY, json.dumps(asdict(status)))
+        if changed or not self._status_saved:
+            # What `opstui check` and the TUI show; a database that refuses now gets it with the next change.
+            try:
+                self.store.set_meta(STATUS_KEY, json.dumps(asdict(status)))
+                self._status_saved = True
+            except StateError:
+                self._status_saved = False
 
     def check(self) -> CheckInfo | None:
-        waiting, oldest = self.outbox.backlog()
+        with contextlib.suppress(StateError):  # else the backlog last seen; the database's own check says why
+            self._backlog = self.outbox.backlog()
+        waiting, oldest = self._backlog
         return delivery_check(self.status, waiting, oldest, now=self.clock())
 
     # ------------------------------------------------------------------------------------------ pacing

@@ -16,7 +16,7 @@ from opstui.errors import NotifyError
 from opstui.redact import redact
 
 if TYPE_CHECKING:
-    import httpx
+    from opstui._httpx import httpx
 
 
 class Failure(enum.Enum):
@@ -143,7 +143,7 @@ class TelegramBot:
         timeout: float = 15.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        import httpx
+        from opstui._httpx import httpx
 
         self._token = token
         self._api_base = api_base.rstrip("/")
@@ -154,7 +154,7 @@ class TelegramBot:
 
     async def call(self, method: str, *, read_timeout: float | None = None, **params: Any) -> Any:
         """Call one Bot API method with JSON parameters (None values are left out)."""
-        import httpx
+        from opstui._httpx import httpx
 
         url = f"{self._api_base}/bot{self._token}/{method}"
         body = {k: v for k, v in params.items() if v is not None}

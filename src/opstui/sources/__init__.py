@@ -62,20 +62,9 @@ def _process_sources(config: Config) -> list[Source]:
             for c in config.docker
         ]
     if config.processes.watch:
-        import re
-
         from opstui.sources.processes import ProcessesSource, Watched
 
-        watch = [
-            Watched(
-                name=w.name,
-                process_name=w.process_name,
-                cmdline=re.compile(w.cmdline) if w.cmdline is not None else None,
-                pidfile=w.pidfile,
-                log_files=tuple(str(p) for p in w.log_files),
-            )
-            for w in config.processes.watch
-        ]
+        watch = [Watched.of(w) for w in config.processes.watch]
         sources.append(
             ProcessesSource(watch=watch, interval=config.processes.interval, timeout=config.processes.timeout)
         )

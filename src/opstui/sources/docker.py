@@ -16,7 +16,7 @@ from opstui.sources._restarts import RestartLog
 from opstui.sources.base import Source
 
 if TYPE_CHECKING:
-    import httpx
+    from opstui._httpx import httpx
 
 _DROPPED = frozenset({"Env", "Cmd", "Args", "Entrypoint", "Command", "Labels"})
 """Keys never kept from an Engine API answer: the container's environment and command lines may hold secrets."""
@@ -91,29 +91,18 @@ class DockerSource(Source):
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
-            import httpx
-
-            self._client = httpx.AsyncClient(
-                transport=httpx.AsyncHTTPTransport(uds=str(self.socket)),
-                base_url="http://docker",
-                timeout=httpx.Timeout(self.timeout),
-            )
+            self._client = engine_client(self.socket, self.timeout)
         return self._client
 
     async def _get(self, path: str, **params: str) -> Any:
-        import httpx
+        from opstui._httpx import httpx
 
         try:
             response = await self._http().get(path, params=params)
         except httpx.TimeoutException:
             raise SourceTimeout(f"the Docker engine at {self.socket} did not answer {path} in time") from None
         except httpx.TransportError as exc:
-            cause = exc.__cause__ or exc.__context__
-            while cause is not None and not isinstance(cause, OSError):
-                cause = cause.__cause__ or cause.__context__
-            if isinstance(cause, OSError):
-                raise SourceUnavailable(_engine_error(cause, self.socket)) from None
-            raise SourceUnavailable(f"cannot talk to the Docker engine at {self.socket}: {exc}") from None
+            raise SourceUnavailable(transport_problem(exc, self.socket)) from None
         if response.status_code == 404:
             return None
         if response.status_code != 200:
@@ -198,6 +187,25 @@ class DockerSource(Source):
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+
+
+def engine_client(socket: Path, timeout: float) -> httpx.AsyncClient:
+    """An HTTP client for the Engine API on its unix socket (the source's, and the built-in actions')."""
+    import httpx
+
+    return httpx.AsyncClient(
+        transport=httpx.AsyncHTTPTransport(uds=str(socket)), base_url="http://docker", timeout=httpx.Timeout(timeout)
+    )
+
+
+def transport_problem(exc: Exception, socket: Path) -> str:
+    """Why a request to the engine failed, in words: the socket's OSError when there is one."""
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None and not isinstance(cause, OSError):
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, OSError):
+        return _engine_error(cause, socket)
+    return f"cannot talk to the Docker engine at {socket}: {exc}"
 
 
 def _engine_error(exc: OSError, socket: Path) -> str:

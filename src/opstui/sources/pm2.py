@@ -155,38 +155,44 @@ class PM2Client:
         """Restart every process named `name` (all instances of a cluster); returns their pm_ids."""
         ids = await self._ids(name)
         for pm_id in ids:
-            # `env: {}` changes nothing in the app's environment (the CLI sends its own, which would).
-            async with _deadline("restartProcessId", ACTION_TIMEOUT):
-                await self.rpc.call("restartProcessId", {"id": pm_id, "env": {}})
-            await self._notify(pm_id, "restart")
+            await self.restart_id(pm_id)
         return ids
 
     async def stop(self, name: str) -> list[int]:
         ids = await self._ids(name)
         for pm_id in ids:
-            async with _deadline("stopProcessId", ACTION_TIMEOUT):
-                await self.rpc.call("stopProcessId", pm_id)
-            await self._notify(pm_id, "stop")
+            await self.stop_id(pm_id)
         return ids
 
     async def start(self, name: str) -> list[int]:
-        """Start the instances of `name` that are not online, as `pm2 start <name>` does (restartProcessId
-        starts a stopped process without counting a restart); returns their pm_ids."""
-        ids = [p.pm_id for p in await self._named(name) if p.status not in ("online", "launching")]
+        """Start the instances of `name` that are not online; returns their pm_ids."""
+        ids = [p.pm_id for p in await self.named(name) if p.status not in ("online", "launching")]
         for pm_id in ids:
-            async with _deadline("restartProcessId", ACTION_TIMEOUT):
-                await self.rpc.call("restartProcessId", {"id": pm_id, "env": {}})
-            await self._notify(pm_id, "restart")
+            await self.restart_id(pm_id)
         return ids
 
-    async def _named(self, name: str) -> list[PM2Process]:
+    async def restart_id(self, pm_id: int) -> None:
+        """Restart one process, or start it when it is stopped: `restartProcessId` does both, as `pm2 restart`
+        and `pm2 start <name>` use it (starting a stopped process counts no restart)."""
+        # `env: {}` changes nothing in the app's environment (the CLI sends its own, which would).
+        async with _deadline("restartProcessId", ACTION_TIMEOUT):
+            await self.rpc.call("restartProcessId", {"id": pm_id, "env": {}})
+        await self._notify(pm_id, "restart")
+
+    async def stop_id(self, pm_id: int) -> None:
+        async with _deadline("stopProcessId", ACTION_TIMEOUT):
+            await self.rpc.call("stopProcessId", pm_id)
+        await self._notify(pm_id, "stop")
+
+    async def named(self, name: str) -> list[PM2Process]:
+        """The processes (instances) PM2 knows by this name; refuses (ActionError) when there are none."""
         found = [p for p in await self.processes() if p.name == name]
         if not found:
             raise ActionError(f"PM2 has no process named '{name}'")
         return found
 
     async def _ids(self, name: str) -> list[int]:
-        return [p.pm_id for p in await self._named(name)]
+        return [p.pm_id for p in await self.named(name)]
 
     async def _notify(self, pm_id: int, action: str) -> None:
         # Only this makes the daemon publish the action on pub.sock, as the CLI's notifyGod does.
@@ -291,7 +297,8 @@ class PM2Source(Source):
         self.restarts.forget_others({p.key for p in infos})
         logs: tuple[LogTail, ...] = ()
         if self.error_log_lines:
-            logs = await asyncio.to_thread(self._read_error_logs, processes, [p.key for p in infos])
+            keys = [p.key for p in infos]
+            logs = await self.in_thread(lambda: self._read_error_logs(processes, keys))
         return Facts(processes=tuple(infos), logs=logs)
 
     def _read_error_logs(self, processes: list[PM2Process], keys: list[str]) -> tuple[LogTail, ...]:

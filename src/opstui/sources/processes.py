@@ -11,6 +11,7 @@ from pathlib import Path
 
 import psutil
 
+from opstui.config.processes import WatchedProcessConfig
 from opstui.model import Facts, ProcessInfo
 from opstui.sources._proctable import scan
 from opstui.sources._restarts import RestartLog
@@ -29,6 +30,16 @@ class Watched:
     cmdline: re.Pattern[str] | None = None
     pidfile: Path | None = None
     log_files: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, config: WatchedProcessConfig) -> Watched:
+        return cls(
+            name=config.name,
+            process_name=config.process_name,
+            cmdline=re.compile(config.cmdline) if config.cmdline is not None else None,
+            pidfile=config.pidfile,
+            log_files=tuple(str(p) for p in config.log_files),
+        )
 
 
 @dataclass(frozen=True, slots=True)

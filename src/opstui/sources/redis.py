@@ -276,7 +276,7 @@ class RedisSource(Source):
         # Socket timeouts end a round trip at `timeout`; the engine's own timeout is only the backstop.
         super().__init__(f"redis {config.name}", interval=config.interval, timeout=config.timeout + 1.0)
         self.config = config
-        self.address = _address(config.url)
+        self.address = redis_address(config.url)
         self.detail = f"{self.address}, one round trip"
         name = self.name
         self.readers: list[Reader] = [QueueReader(name, layout_for(q)) for q in config.queues]
@@ -389,7 +389,8 @@ def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-def _address(url: str) -> str:
+def redis_address(url: str) -> str:
+    """`host:port`, or the socket path, of a Redis URL: where it is, without the password."""
     parts = urlsplit(url)
     if parts.scheme == "unix":
         return parts.path

@@ -146,8 +146,16 @@ class Layout(abc.ABC):
     @abc.abstractmethod
     def read(self, r: Replies, now: float) -> Reading: ...
 
+    def waiting(self) -> tuple[str, ...]:
+        """The keys whose whole content is the waiting jobs (the built-in queue actions move or delete them);
+        empty when the waiting jobs are not whole keys of their own (a stream, BullMQ, Bull)."""
+        return ()
+
 
 class ListLayout(Layout):
+    def waiting(self) -> tuple[str, ...]:
+        return (self.config.redis_key,)
+
     def fixed(self) -> list[tuple[str, Command]]:
         return [("len", ("LLEN", self.config.redis_key))]
 
@@ -156,6 +164,9 @@ class ListLayout(Layout):
 
 
 class ZsetLayout(Layout):
+    def waiting(self) -> tuple[str, ...]:
+        return (self.config.redis_key,)
+
     def fixed(self) -> list[tuple[str, Command]]:
         return [("len", ("ZCARD", self.config.redis_key))]
 
@@ -325,10 +336,13 @@ class RQLayout(Layout):
     """RQ 1.x-3.x: the queue list plus its registries. The registries' scores are expiry times; RQ's cleanup
     drops entries with scores in [0, now] before it counts, so the live count is ZCARD - ZCOUNT(0, now)."""
 
+    def waiting(self) -> tuple[str, ...]:
+        return (f"{self.config.key_prefix}:queue:{self.config.queue_name}",)
+
     def fixed(self) -> list[tuple[str, Command]]:
         p, q = self.config.key_prefix, self.config.queue_name
         return [
-            ("queued", ("LLEN", f"{p}:queue:{q}")),
+            ("queued", ("LLEN", *self.waiting())),
             ("started", ("ZCARD", f"{p}:wip:{q}")),
             ("failed", ("ZCARD", f"{p}:failed:{q}")),
             ("finished", ("ZCARD", f"{p}:finished:{q}")),
@@ -380,10 +394,13 @@ class CeleryLayout(Layout):
         self.lists = [(s, q if s == 0 else f"{q}{sep}{s}") for s in config.priority_steps]
         super().__init__(config)
 
+    def waiting(self) -> tuple[str, ...]:
+        return tuple(self.config.key_prefix + key for _, key in self.lists)
+
     def fixed(self) -> list[tuple[str, Command]]:
-        gp = self.config.key_prefix
-        cmds: list[tuple[str, Command]] = [(f"priority_{s}", ("LLEN", gp + key)) for s, key in self.lists]
-        return [*cmds, ("unacked", ("HLEN", f"{gp}unacked"))]
+        lengths = zip(self.lists, self.waiting(), strict=True)
+        cmds: list[tuple[str, Command]] = [(f"priority_{s}", ("LLEN", key)) for (s, _), key in lengths]
+        return [*cmds, ("unacked", ("HLEN", f"{self.config.key_prefix}unacked"))]
 
     def timed(self, now: float) -> list[tuple[str, Command]]:
         cutoff = repr(now - self.config.visibility_timeout)
@@ -400,9 +417,12 @@ class CeleryLayout(Layout):
 class SidekiqLayout(Layout):
     """Sidekiq: `queue:<name>` (behind a redis-namespace prefix before 7.0); latency from the oldest job."""
 
-    def fixed(self) -> list[tuple[str, Command]]:
+    def waiting(self) -> tuple[str, ...]:
         ns = f"{self.config.key_prefix}:" if self.config.key_prefix else ""
-        key = f"{ns}queue:{self.config.queue_name}"
+        return (f"{ns}queue:{self.config.queue_name}",)
+
+    def fixed(self) -> list[tuple[str, Command]]:
+        (key,) = self.waiting()
         return [("enqueued", ("LLEN", key)), ("oldest", ("LINDEX", key, "-1"))]
 
     def read(self, r: Replies, now: float) -> Reading:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from pathlib import Path
 from typing import Any
@@ -31,12 +32,12 @@ class AlertingEngine:
 
     async def start(self) -> None:
         from opstui.alerts import start_alerting
-        from opstui.state import StateStore
+        from opstui.state_postgres import alerting_store
 
         await self.engine.start()
-        self.runtime = await start_alerting(
-            self.engine, self.config, StateStore.in_dir(self.config.state_dir()), role="tui"
-        )
+        # With [daemon.ha], the daemons' shared database: their alert state, silences and delivery status.
+        self.store = await asyncio.to_thread(alerting_store, self.config)
+        self.runtime = await start_alerting(self.engine, self.config, self.store, role="tui")
 
     async def stop(self) -> None:
         if self.runtime is not None:
@@ -55,8 +56,23 @@ def run_tui(config: Config, *, theme: str | None = None, demo: Path | None = Non
     """
     from opstui.tui.app import OpsApp
 
-    app = OpsApp(config, feed=AlertingEngine(config), theme=theme, demo=demo)
+    feed = AlertingEngine(config)
+    actions, commands = action_commands_for(config, feed)
+    app = OpsApp(config, feed=feed, theme=theme, demo=demo, commands=commands, actions=actions)
     if not (sys.stdin.isatty() and sys.stderr.isatty()):
         raise OpsError("the dashboard needs an interactive terminal; for scripts use `opstui check`")
     app.run()
     return app.return_code or 0
+
+
+def action_commands_for(config: Config, feed: Any) -> tuple[Any, list[Any]]:
+    """The config's actions (and the built-ins) over the feed's snapshots, as the person at this terminal,
+    with the commands that run them and the one that silences an alert."""
+    from opstui.actions import Actions, Actor
+    from opstui.state import StateStore
+    from opstui.tui.actions import action_commands, silence_command
+
+    store = StateStore.in_dir(config.state_dir())
+    actions = Actions.from_config(config, store=store, snapshot=lambda: feed.snapshot)
+    actor = Actor.local("tui")
+    return actions, [*action_commands(actions, actor), silence_command(store, actor)]

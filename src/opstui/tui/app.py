@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import inspect
 import os
 import signal
@@ -17,7 +18,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
@@ -26,12 +27,25 @@ from textual.app import App, SystemCommand
 from textual.message import Message
 from textual.screen import Screen
 
+from opstui.actions import Actions, AuditEntry, Run
+from opstui.actions.runner import RunEvent, RunResult
 from opstui.config import Config
 from opstui.daemon import STOP_BUDGET, DaemonPresence
+from opstui.errors import OpsError
 from opstui.model import ProcessInfo, Snapshot
-from opstui.tui.commands import REFRESH_CHOICES, Command, CommandContext, CommandRegistry, builtin_commands
+from opstui.tui.commands import (
+    REFRESH_CHOICES,
+    Asked,
+    Cancelled,
+    Command,
+    CommandContext,
+    CommandRegistry,
+    Question,
+    builtin_commands,
+)
 from opstui.tui.header import Presence
 from opstui.tui.panes import (
+    ActionsPane,
     ActivityPane,
     AlertsPane,
     DispatchPane,
@@ -54,6 +68,8 @@ TERMINAL_CHECK_EVERY = 3.0
 HANG_UP_BUDGET = 3.0
 """Seconds a shutdown after the terminal went away may take before the process ends regardless."""
 PRESENCE_EVERY = 5.0
+ACTIONS_SHOWN = 30
+"""Audit entries the Actions pane lists (`opstui audit` shows them all)."""
 
 
 class Feed(Protocol):
@@ -78,6 +94,27 @@ class SnapshotReady(Message):
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, SnapshotReady)
+
+
+class RunChanged(Message):
+    """A run of this opstui wrote output or ended; a newer one replaces an older one still queued."""
+
+    def __init__(self, run: Run, event: RunEvent) -> None:
+        super().__init__()
+        self.run = run
+        self.event = event
+
+    def can_replace(self, message: Message) -> bool:
+        # The end of a run is announced once; only output lines coalesce.
+        return isinstance(message, RunChanged) and not isinstance(message.event, RunResult)
+
+
+class AuditRead(Message):
+    """The latest audit entries, read off the event loop."""
+
+    def __init__(self, entries: list[AuditEntry]) -> None:
+        super().__init__()
+        self.entries = entries
 
 
 class CommandOutcome(Message):
@@ -110,11 +147,13 @@ class OpsApp(App[int]):
         theme: str | None = None,
         themes: Themes | None = None,
         commands: Iterable[Command] = (),
+        actions: Actions | None = None,
         demo: Path | None = None,
     ) -> None:
         """`commands` are added to opstui's own (the recovery actions, silencing alerts): their keys are
         bound, checked against `tui.keys`, listed on the help screen and in the palette, and they run
-        through `run_command`, the one guard."""
+        through `run_command`, the one guard. `actions` (whose commands those are) feed the Actions pane:
+        their runs as they happen and the audit log."""
         super().__init__()
         if feed is None:
             from opstui.engine import build_engine
@@ -137,6 +176,7 @@ class OpsApp(App[int]):
         self._remembered_sources: dict[str, frozenset[str]] = {}
         self._drawn = False
         self._view: View | None = None
+        self.actions = actions
 
         self.panes: list[Pane] = [
             ProcessesPane(),
@@ -147,6 +187,7 @@ class OpsApp(App[int]):
             HealthPane(),
             ActivityPane(self.focused_process),
             AlertsPane(),
+            ActionsPane(actions),
         ]
         self.active = self.panes[0].pane_id
         self.dashboard = Dashboard(self.panes)
@@ -189,6 +230,10 @@ class OpsApp(App[int]):
         self._timer = self.set_interval(self.refresh_every, self._tick, name="refresh")
         self.set_interval(PRESENCE_EVERY, self._refresh_presence, name="presence")
         self._refresh_presence()
+        if self.actions is not None:
+            # Runs of other opstuis (the daemon's bot, the CLI) reach this screen through the audit log.
+            self.set_interval(PRESENCE_EVERY, self.read_audit, name="audit")
+            self.read_audit()
         self._unsubscribe = self.feed.subscribe(self._snapshot_published)
         self.render_now()
         # The sources start once the first frame is on screen: nobody waits on the scheduler's import.
@@ -204,6 +249,10 @@ class OpsApp(App[int]):
     async def on_unmount(self) -> None:
         if self._unsubscribe is not None:
             self._unsubscribe()
+        if self.actions is not None:
+            # A run still going is stopped (its process group too) and recorded before opstui leaves.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.actions.close(), timeout=STOP_BUDGET)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.feed.stop(), timeout=STOP_BUDGET)
 
@@ -359,6 +408,8 @@ class OpsApp(App[int]):
             self.dashboard.panebar.show_panes(
                 [(p.pane_id, p.tab_label) for p in self.panes], self.pane_states(), self.active
             )
+        if changed:
+            self.refresh_bindings()  # the footer shows the new pane's row commands
         if focus:
             self.pane(pane_id).focus_target.focus(scroll_visible=False)
 
@@ -369,6 +420,53 @@ class OpsApp(App[int]):
     def focused_process(self) -> ProcessInfo | None:
         selected = self.pane("processes").selected
         return selected if isinstance(selected, ProcessInfo) else None
+
+    # ------------------------------------------------------------------------------------------- actions
+
+    def follow_run(self, run: Run) -> None:
+        """Show a run this TUI started in the Actions pane as it goes, and say how it ended."""
+        pane = self.pane("actions")
+        assert isinstance(pane, ActionsPane)
+
+        def changed(event: RunEvent) -> None:
+            self.post_message(RunChanged(run, event))
+
+        run.subscribe(changed)
+        self.notify(f"{run.name} started: its output is in the Actions pane", timeout=4, markup=False)
+        pane.show_newest = True
+        self.render_pane("actions")
+
+    def on_run_changed(self, message: RunChanged) -> None:
+        if isinstance(message.event, RunResult):
+            result = message.event
+            self.notify(
+                f"{message.run.name}: {result.summary}",
+                title="Action",
+                severity="information" if result.ok else "error",
+                timeout=8 if result.ok else 20,
+                markup=False,
+            )
+            self.read_audit()
+        self.render_pane("actions")
+
+    def read_audit(self) -> None:
+        if self.actions is not None:
+            self.run_worker(self._read_audit_in_thread, thread=True, exclusive=True, group="audit", exit_on_error=False)
+
+    def _read_audit_in_thread(self) -> None:
+        assert self.actions is not None
+        try:
+            entries = self.actions.audit.recent(ACTIONS_SHOWN)
+        except OpsError:
+            return  # the state database is busy or gone; the next read tries again
+        self.post_message(AuditRead(list(reversed(entries))))
+
+    def on_audit_read(self, message: AuditRead) -> None:
+        pane = self.pane("actions")
+        assert isinstance(pane, ActionsPane)
+        if message.entries != pane.entries:
+            pane.entries = message.entries
+            self.render_pane("actions")
 
     # ------------------------------------------------------------------------------------------- commands
 
@@ -382,36 +480,81 @@ class OpsApp(App[int]):
         """The one guard every command passes: scope, read-only mode, confirmation; then it runs."""
         command = self.commands.get(command_id)
         context = self.command_context()
-        if not command.applies(context):
-            self.notify(f"{command.title}: move to a row of {self.pane(command.scope or self.active).title} first")
-            self.post_message(CommandOutcome(command, context, "refused"))
-            return
         if command.mutating and self.read_only:
-            self.notify(
-                f"{command.title} refused: opstui runs read-only (--read-only or general.read_only)",
-                severity="warning",
-                markup=False,
-            )
-            self.post_message(CommandOutcome(command, context, "refused"))
+            reason = "opstui runs read-only (--read-only or general.read_only)"
+            self.notify(f"{command.title} refused: {reason}", severity="warning", markup=False)
+            self._not_run(command, context, "refused", reason)
+            return
+        if not command.applies(context):
+            where = self.pane(command.scope or self.active).title
+            if context.pane == command.scope and context.item is not None:
+                reason = f"not offered on this row of {where}"
+            else:
+                reason = f"move to a row of {where} first"
+            self.notify(f"{command.title}: {reason}", markup=False)
+            self._not_run(command, context, "refused", reason)
             return
         if command.mutating and command.confirm:
-            detail = command.describe(context) if command.describe else command.help
-
-            def answered(yes: bool | None) -> None:
-                if yes:
-                    self._execute(command, context)
-                else:
-                    self.post_message(CommandOutcome(command, context, "cancelled"))
-
-            self.push_screen(ConfirmScreen(command.title, detail), answered)
+            asked = command.describe(context) if command.describe else command.help
+            if inspect.isawaitable(asked):
+                # Looked up first (a plan reads PM2, Redis or the database): the screen stays live meanwhile.
+                self.run_worker(
+                    self._ask_when_known(command, context, asked),
+                    group=f"ask:{command.id}",
+                    exclusive=True,
+                    exit_on_error=False,
+                )
+            else:
+                self._ask(command, context, asked)
             return
         self._execute(command, context)
+
+    async def _ask_when_known(self, command: Command, context: CommandContext, asked: Awaitable[Asked]) -> None:
+        try:
+            question = await asked
+        except Cancelled:
+            self.post_message(CommandOutcome(command, context, "cancelled"))
+            return
+        except OpsError as exc:  # refused while looking (and recorded by whoever refused)
+            self.notify(f"{command.title} refused: {exc}", severity="warning", markup=False, timeout=10)
+            self.post_message(CommandOutcome(command, context, "refused"))
+            return
+        self._ask(command, context, question)
+
+    def _ask(self, command: Command, context: CommandContext, asked: Asked) -> None:
+        question = asked if isinstance(asked, Question) else Question(asked)
+        context = dataclasses.replace(context, question=question)
+        if not question.ask:
+            self._execute(command, context)
+            return
+
+        def answered(answer: bool | str | None) -> None:
+            if answer is True or isinstance(answer, str):
+                self._execute(command, dataclasses.replace(context, typed=answer if isinstance(answer, str) else None))
+            else:
+                self._not_run(command, context, "cancelled", "pressed No in the TUI")
+
+        self.push_screen(ConfirmScreen(command.title, question), answered)
 
     def _execute(self, command: Command, context: CommandContext) -> None:
         result = command.run(context)
         if inspect.isawaitable(result):
             self.run_worker(result, group=f"command:{command.id}", exclusive=True, exit_on_error=False)
         self.post_message(CommandOutcome(command, context, "ran"))
+
+    def _not_run(self, command: Command, context: CommandContext, outcome: str, reason: str) -> None:
+        if command.not_run is not None:
+            told = command.not_run(context, outcome, reason)
+            if inspect.isawaitable(told):
+                self.run_worker(told, group=f"not-run:{command.id}", exit_on_error=False)
+        self.post_message(CommandOutcome(command, context, outcome))
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """The footer shows a row command only on its own pane (its key does nothing elsewhere)."""
+        if action == "command" and parameters and parameters[0] in self.commands:
+            scope = self.commands.get(str(parameters[0])).scope
+            return scope is None or scope == self.active
+        return True
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         """The palette lists the registry's commands (and Textual's screenshot), nothing else."""

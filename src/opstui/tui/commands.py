@@ -2,7 +2,9 @@
 
 Every command, however it was started (a key, the palette, a click), runs through `OpsApp.run_command`,
 the one guard that refuses mutating commands in read-only mode and asks before running them. The
-recovery actions plug in here: `registry.add(Command(..., mutating=True, scope="processes", ...))`.
+recovery actions plug in here (`tui/actions.py`): `Command(..., mutating=True, scope="processes",
+describe=...)`, where `describe` may look things up first and return a `Question` (what will run, and a
+phrase to type for a dangerous one).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import contextlib
 import difflib
 import re
 import string
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,13 +41,39 @@ _KEY_NAMES = (
 )
 
 
+class Cancelled(Exception):
+    """The person backed out while a command was being set up (a value not picked): nothing ran."""
+
+
+@dataclass(frozen=True, slots=True)
+class Question:
+    """What the confirmation asks before a mutating command runs."""
+
+    detail: str
+    """Exactly what will run, one fact per line."""
+    title: str | None = None
+    """The dialog's title when it should say more than the command's (which row)."""
+    typed: str | None = None
+    """A phrase the person must type to confirm (a dangerous action: a queue's or a lock's name)."""
+    ask: bool = True
+    """False: nothing needs confirming (an action with `confirm = false`): it runs at once."""
+    about: Any = None
+    """What `run` needs from the asking (a recovery action's checked plan); `context.question.about`."""
+
+
 @dataclass(frozen=True, slots=True)
 class CommandContext:
-    """Where a command was started: the app, the pane the user is in and the item under its cursor."""
+    """Where a command was started: the app, the pane the user is in and the item under its cursor; for a
+    confirmed command also the question asked and what was typed."""
 
     app: OpsApp
     pane: str | None
     item: Any
+    question: Question | None = None
+    typed: str | None = None
+
+
+Asked = str | Question
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,13 +93,24 @@ class Command:
     mutating: bool = False
     """Changes the watched system: refused in read-only mode, and confirmed first unless `confirm` is False."""
     confirm: bool = True
-    describe: Callable[[CommandContext], str] | None = None
-    """For the confirmation: exactly what will run (the command line, the key, the process)."""
+    describe: Callable[[CommandContext], Asked | Awaitable[Asked]] | None = None
+    """For the confirmation: exactly what will run (the command line, the key, the process). A coroutine
+    when it must be looked up first; raising OpsError then refuses the command with its message."""
     scope: str | None = None
     """A pane id: the command acts on the item under that pane's cursor and is only offered there."""
+    offered: Callable[[Any], bool] | None = None
+    """Whether it is offered on the item under the cursor (an action limited to some rows); default: all."""
+    not_run: Callable[[CommandContext, str, str], object] | None = None
+    """Told when the guard refused it or the person said no: (context, "refused" | "cancelled", reason).
+    The recovery actions write this to their audit log."""
 
     def applies(self, context: CommandContext) -> bool:
-        return self.scope is None or (context.pane == self.scope and context.item is not None)
+        if self.scope is None:
+            return True
+        return context.pane == self.scope and context.item is not None and self.offered_on(context.item)
+
+    def offered_on(self, item: Any) -> bool:
+        return self.offered is None or self.offered(item)
 
 
 class CommandRegistry:

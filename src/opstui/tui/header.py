@@ -87,7 +87,14 @@ def daemon_cells(presence: Presence, now: float) -> list[Cell]:
     if daemon is None or not daemon.alive(now):
         return [("daemon: off", status_style(Level.WARNING))]
     role = {True: "leader", False: "standby", None: "running"}[daemon.leader]
-    return [("daemon: ", ""), (role, status_style(Level.OK))]
+    cells: list[Cell] = [("daemon: ", ""), (role, status_style(Level.OK))]
+    if daemon.leader is False:  # several daemons share a leader, and it is another one (or unknown)
+        cells.append(
+            (f" · led by {daemon.led_by}", STALE)
+            if daemon.led_by
+            else (" · leader unknown", status_style(Level.WARNING))
+        )
+    return cells
 
 
 class PaneBar(Lines):

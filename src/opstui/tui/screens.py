@@ -8,13 +8,13 @@ from typing import TYPE_CHECKING, ClassVar
 from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Container, Grid, Vertical, VerticalScroll
+from textual.containers import Container, Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
-from textual.widgets import Button, DataTable, Footer, Label
+from textual.widgets import Button, DataTable, Footer, Input, Label
 
 from opstui.model import Level
 from opstui.tui.cells import STALE, Cell, Lines, mark, status_style
-from opstui.tui.commands import Command
+from opstui.tui.commands import Command, Question
 from opstui.tui.header import HeaderBar, PaneBar
 from opstui.tui.panes import Pane
 
@@ -25,10 +25,10 @@ FULL_SIZE = (120, 40)
 """From this many columns and rows every pane shows at once; below, one pane at a time with a tab bar."""
 COLUMNS = (
     ("left", ("processes", "queues", "locks", "dispatch", "activity")),
-    ("right", ("memory", "health", "alerts")),
+    ("right", ("memory", "health", "alerts", "actions")),
 )
-"""Where each pane sits at full size: the wide tables on the left, the narrower summaries on the right.
-A new pane (the recovery actions' output) is placed by adding its id here."""
+"""Where each pane sits at full size: the wide tables on the left, the narrower summaries and the recovery
+actions' runs on the right. A new pane is placed by adding its id here."""
 
 
 class Dashboard(Screen[None], inherit_bindings=False):
@@ -120,6 +120,13 @@ class HelpScreen(ModalScreen[None]):
                     [(f"  {keys:<12}", "bold"), (f"{command.title:<30}", ""), (f" {command.id}", STALE), (note, STALE)]
                 )
             out.append([])
+        if "Actions" in groups:
+            out += [
+                [("A row's key shows exactly what will run and asks first; a dangerous action wants a name", "")],
+                [("typed. Output, results and refusals: the Actions pane and `opstui audit`.", "")],
+                [("Silencing an alert changes only opstui's notifications, so it works in read-only mode.", STALE)],
+                [],
+            ]
         out += [
             [("Colours and symbols", "bold $primary")],
             [
@@ -139,31 +146,58 @@ def _key_label(key: str) -> str:
     return {"question_mark": "?", "plus": "+", "minus": "-", "shift+tab": "shift+tab"}.get(key, key)
 
 
-class ConfirmScreen(ModalScreen[bool]):
-    """Asks before a mutating command runs, showing exactly what will run; No is the default."""
+class ConfirmScreen(ModalScreen[bool | str]):
+    """Asks before a mutating command runs, showing exactly what will run; No is the default.
+
+    For a dangerous one the person types a phrase (the queue's or the lock's name) and Yes stays off until
+    it matches; the answer is then the typed text, which the guard checks again.
+    """
 
     BINDINGS: ClassVar = [
         Binding("escape,n", "answer(False)", "No"),
         Binding("y", "answer(True)", "Yes"),
     ]
 
-    def __init__(self, title: str, detail: str) -> None:
+    def __init__(self, title: str, question: Question) -> None:
         super().__init__(id="confirm")
         self.title_text = title
-        self.detail = detail
+        self.question = question
+        self.detail = question.detail
 
     def compose(self) -> ComposeResult:
-        with Grid(id="confirm-box"):
-            yield Label(self.title_text, id="confirm-title", markup=False)
+        phrase = self.question.typed
+        with Vertical(id="confirm-box"):
+            yield Label(self.question.title or self.title_text, id="confirm-title", markup=False)
             yield Label(self.detail, id="confirm-detail", markup=False)
-            yield Button("Yes (y)", variant="error", id="yes")
-            yield Button("No (n)", variant="primary", id="no")
+            if phrase is not None:
+                yield Label(f"To confirm, type {phrase!r}:", id="confirm-ask", markup=False)
+                yield Input(placeholder=phrase, id="confirm-typed")
+            with Horizontal(id="confirm-buttons"):
+                yield Button(
+                    "Yes (y)" if phrase is None else "Yes", variant="error", id="yes", disabled=phrase is not None
+                )
+                yield Button("No (n)" if phrase is None else "No (esc)", variant="primary", id="no")
 
     def on_mount(self) -> None:
-        self.query_one("#no", Button).focus()
+        self.query_one("#confirm-typed" if self.question.typed is not None else "#no").focus()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        self.query_one("#yes", Button).disabled = event.value.strip() != self.question.typed
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.action_answer(True)
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "yes")
+        self.action_answer(event.button.id == "yes")
 
     def action_answer(self, answer: bool) -> None:
-        self.dismiss(answer)
+        if not answer:
+            self.dismiss(False)
+        elif self.question.typed is None:
+            self.dismiss(True)
+        else:
+            typed = self.query_one("#confirm-typed", Input).value.strip()
+            if typed == self.question.typed:
+                self.dismiss(typed)
+            else:
+                self.notify(f"Type {self.question.typed!r} exactly to confirm, or press esc", markup=False)

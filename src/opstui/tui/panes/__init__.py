@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from opstui.model import Snapshot
+from opstui.tui.panes.actions import ActionsPane
 from opstui.tui.panes.activity import ActivityPane
 from opstui.tui.panes.alerts import AlertsPane
 from opstui.tui.panes.base import Pane, PaneState, TablePane, View
@@ -16,6 +17,7 @@ from opstui.tui.panes.processes import ProcessesPane
 from opstui.tui.panes.queues import QueuesPane
 
 __all__ = [
+    "ActionsPane",
     "ActivityPane",
     "AlertsPane",
     "DispatchPane",
