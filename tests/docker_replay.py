@@ -1,6 +1,6 @@
 """A replaying Docker Engine: a real HTTP server on a unix socket answering from recorded Engine API answers.
 
-Used by tests/test_docker.py, tests/test_builtin_processes.py and bench/bench_process_sources.py (no Docker
+Used by tests/test_docker.py, tests/test_builtin_processes.py and bench/processes.py (no Docker
 engine runs on these machines). A POST (restart, stop, start) is recorded and answered 204 like the engine,
 unless a test set another answer; `on_post` lets a test change what the engine says afterwards.
 """

@@ -1,6 +1,6 @@
 """A private, real PM2 daemon for tests and benchmarks: its own PM2_HOME, and nothing of it left afterwards.
 
-Used by tests/test_pm2.py (through fixtures) and bench/bench_pm2.py.
+Used by tests/test_pm2.py (through fixtures) and bench/pm2.py.
 """
 
 from __future__ import annotations

@@ -187,6 +187,41 @@ async def test_results_arriving_together_are_published_once() -> None:
     assert all(status.ok for status in published[0].sources.values())
 
 
+class Takes(Source):
+    """Reads for `seconds` without using the CPU (a network round trip)."""
+
+    kind = "test"
+
+    def __init__(self, name: str, seconds: float) -> None:
+        super().__init__(name, interval=1, timeout=5)
+        self.seconds = seconds
+
+    async def collect(self) -> Facts:
+        await asyncio.sleep(self.seconds)
+        return Facts()
+
+
+async def test_sources_reading_at_the_same_time_are_published_together_unless_one_is_slow() -> None:
+    # One snapshot per round: the alert rules judge each published snapshot, whatever changed in it.
+    engine = Engine([Takes("quick", 0), Takes("round trip", 0.02), Takes("another", 0.03)], instance="t")
+    published: list[Snapshot] = []
+    engine.subscribe(published.append)
+    await asyncio.gather(*(engine.run_source(s) for s in engine.sources))
+    await asyncio.sleep(0)
+    assert len(published) == 1 and all(s.ok for s in published[0].sources.values())
+
+    # A slow source holds nobody back: the others' results are published without it, then its own.
+    engine = Engine([Takes("quick", 0), Takes("slow", 1.0)], instance="t")
+    published.clear()
+    engine.subscribe(published.append)
+    await asyncio.gather(*(engine.run_source(s) for s in engine.sources))
+    await asyncio.sleep(0)
+    assert [sorted(n for n, s in snap.sources.items() if s.ok) for snap in published] == [
+        ["quick"],
+        ["quick", "slow"],
+    ]
+
+
 async def test_history_is_bounded_and_gives_growth_per_minute() -> None:
     now = [0.0]
     steady = Steady()

@@ -62,11 +62,13 @@ async def test_a_process_found_by_command_line_shows_what_psutil_says(
         timeout=3,
     )
     engine = engine_for(source)
-    first = by_name(await engine.collect_once())["worker"]
     ps = psutil.Process(proc.pid)
+    before = ps.memory_info().rss  # the interpreter may still be starting: its RSS grows while we look
+    first = by_name(await engine.collect_once())["worker"]
+    after = ps.memory_info().rss
     assert (first.status, first.pid, first.manager, first.key) == ("online", proc.pid, "process", "processes:worker")
     assert first.started_at == ps.create_time()
-    assert first.rss_bytes == pytest.approx(ps.memory_info().rss, rel=0.05)
+    assert first.rss_bytes is not None and before * 0.95 <= first.rss_bytes <= after * 1.05
     assert first.restarts_total == 0 and first.log_files == ("/srv/w.log",)
     assert first.cpu_percent is None, "CPU needs two looks at the same process"
     second = by_name(await engine.collect_once())["worker"]

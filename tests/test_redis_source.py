@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 import redis
 
 from opstui.config.data import RedisActivityConfig, RedisConfig, RedisDispatchConfig, RedisLockConfig
-from opstui.demo.servers import EmbeddedRedis, free_port
+from opstui.demo.servers import EmbeddedRedis, free_port, wait_until
 from opstui.engine import Engine
 from opstui.errors import SourceTimeout, SourceUnavailable
 from opstui.model import Facts, LockState
@@ -263,3 +264,40 @@ def test_commands_an_acl_forbids_are_errors_of_the_items_that_need_them(own_redi
     assert mail.depth is None and mail.parts["waiting"] == 1 and mail.parts["active"] == 0
     assert mail.error is not None and mail.error.startswith("ZCARD bull:mail:prioritized: NOPERM")
     assert facts.redis_memory == ()  # INFO is forbidden: no row rather than a made-up 0 bytes
+
+
+def test_a_unix_socket_with_a_user_and_a_database_number(tmp_path: Path) -> None:
+    # Short path: a unix socket's path must stay under 108 bytes.
+    sock = Path(f"/tmp/opstui-redis-{free_port()}.sock")
+    log = tmp_path / "redis.log"
+    proc = subprocess.Popen(
+        [
+            str(EmbeddedRedis(tmp_path).binary),
+            "--port",
+            "0",
+            "--unixsocket",
+            str(sock),
+            "--save",
+            "",
+            "--logfile",
+            str(log),
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(sock.exists, timeout=10, what="redis-server on a unix socket", proc=proc, log=log)
+        admin = redis.Redis(unix_socket_path=str(sock), db=3)
+        admin.execute_command("ACL", "SETUSER", "watcher", "on", ">p@ss w/rd", "~*", "+@read", "+info", "+select")
+        admin.lpush("queue:incoming", *range(4))
+        url = f"unix://watcher:p%40ss%20w%2Frd@{sock}?db=3"
+        facts = collect(source(url, queues=[{"name": "incoming", "key": "queue:incoming"}]))
+        assert facts.queues[0].depth == 4 and facts.queues[0].error is None
+        with pytest.raises(SourceUnavailable) as caught:
+            collect(source(f"unix://{sock.with_suffix('.gone')}"))
+        assert str(caught.value) == f"no Redis socket at {sock.with_suffix('.gone')}"
+    finally:
+        proc.kill()
+        proc.wait()
+        sock.unlink(missing_ok=True)

@@ -11,7 +11,6 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Literal
 
-from opstui import __version__
 from opstui.config import Config, load_config
 from opstui.errors import ConfigError, OpsError
 from opstui.redact import redact
@@ -41,6 +40,16 @@ examples:
   opstui config check opstui.toml"""
 
 
+class VersionAction(argparse.Action):
+    """--version, reading the version only when asked (see opstui.__getattr__)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object, **kwargs: object) -> None:
+        import opstui
+
+        print(f"opstui {opstui.__version__}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     # The global options are accepted before and after the command (`opstui -c x check`, `opstui check -c x`).
     common = argparse.ArgumentParser(add_help=False)
@@ -61,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"opstui {__version__}")
+    parser.add_argument("--version", action=VersionAction, nargs=0, help="show the version and exit")
     parser.set_defaults(handler=cmd_tui)
 
     class Commands(argparse._SubParsersAction):  # type: ignore[type-arg]

@@ -45,6 +45,9 @@ HISTORY_POINTS = 360
 """Points kept per series: 12 minutes at a 2 s interval, enough for sparklines and growth per minute."""
 SERIES_IDLE_DROP = 900.0
 """A series not updated for this many seconds (its item is gone) is dropped."""
+PUBLISH_WAIT = 0.25
+"""Seconds a result waits for the sources still reading, to be published with theirs: one snapshot built and
+judged by the alert rules per round instead of one per source (each judging costs ~25 ms with 1,000 queues)."""
 
 
 class History:
@@ -254,14 +257,22 @@ class Engine:
         return queue if growth is None else dataclasses.replace(queue, growth_per_min=round(growth, 1))
 
     def _schedule_publish(self) -> None:
-        # Results that arrive in the same loop iteration are published once.
-        if self._publish_handle is not None:
-            return
+        # Results that arrive in the same loop iteration are published once; so are results of sources that
+        # read at the same time (their timers fire together), unless one takes longer than PUBLISH_WAIT.
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             self._publish()
             return
+        waiting = isinstance(self._publish_handle, asyncio.TimerHandle)
+        if self._running:
+            if self._publish_handle is None:
+                self._publish_handle = loop.call_later(PUBLISH_WAIT, self._publish)
+            return
+        if self._publish_handle is not None and not waiting:
+            return
+        if self._publish_handle is not None:
+            self._publish_handle.cancel()  # the sources it waited for are done
         self._publish_handle = loop.call_soon(self._publish)
 
     def _publish(self) -> None:

@@ -380,7 +380,10 @@ def observe(snapshot: Snapshot, ctx: RuleContext) -> list[Observation]:
         cfg = rule_config(ctx.config, name)
         if not cfg.enabled:
             continue
-        found.extend(o for o in function(snapshot, ctx) if not _matches_any(o.subject, cfg.ignore))
+        observed = function(snapshot, ctx)
+        if cfg.ignore:  # most rules ignore nothing: skip the per-item match, this runs for every item every tick
+            observed = (o for o in observed if not _matches_any(o.subject, cfg.ignore))
+        found.extend(observed)
     return found
 
 

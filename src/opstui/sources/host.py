@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import heapq
 import os
+import time
 
 import psutil
 
 from opstui.model import Facts, HostMemory, TopProcess
+from opstui.sources._proctable import scan
 from opstui.sources.base import Source
 
 
@@ -17,6 +19,8 @@ class HostSource(Source):
     def __init__(self, name: str = "host", *, interval: float, timeout: float, top_processes: int) -> None:
         super().__init__(name, interval=interval, timeout=timeout)
         self.top_processes = top_processes
+        self._last_sweep: tuple[float, dict[tuple[int, float], float]] | None = None
+        """When the last sweep was and each process's CPU seconds then, for CPU % since that sweep."""
 
     async def collect(self) -> Facts:
         # psutil walks /proc synchronously; keep it off the event loop.
@@ -42,16 +46,25 @@ class HostSource(Source):
         return Facts(host=host)
 
     def _top_by_memory(self) -> list[TopProcess]:
-        # process_iter keeps its Process objects between calls, so cpu_percent measures since the last sweep.
-        found = []
-        for proc in psutil.process_iter(["name", "memory_info", "cpu_percent"]):
-            info = proc.info
-            mem = info.get("memory_info")
-            if mem is None:
-                continue
-            found.append(
-                TopProcess(
-                    pid=proc.pid, name=info.get("name") or "?", rss_bytes=mem.rss, cpu_percent=info.get("cpu_percent")
-                )
+        now = time.monotonic()
+        table = [p for p in scan() if not p.zombie]
+        previous_at, previous = self._last_sweep or (now, {})
+        elapsed = now - previous_at
+        self._last_sweep = (now, {(p.pid, p.created): p.cpu_seconds for p in table})
+        top = heapq.nlargest(self.top_processes, table, key=lambda p: p.rss_bytes)
+
+        def cpu_percent(cpu_seconds: float, before: float | None) -> float:
+            # A process seen for the first time has no CPU % yet: 0.0, as psutil's first cpu_percent() says.
+            if before is None or elapsed <= 0:
+                return 0.0
+            return round(100.0 * max(0.0, cpu_seconds - before) / elapsed, 1)
+
+        return [
+            TopProcess(
+                pid=p.pid,
+                name=p.name or "?",
+                rss_bytes=p.rss_bytes,
+                cpu_percent=cpu_percent(p.cpu_seconds, previous.get((p.pid, p.created))),
             )
-        return heapq.nlargest(self.top_processes, found, key=lambda p: p.rss_bytes)
+            for p in top
+        ]

@@ -18,17 +18,28 @@ import ssl
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from opstui import __version__
-from opstui._httpx import httpx
+import opstui
 from opstui.config.data import HealthConfig, PrometheusConfig, PrometheusMetricConfig
 from opstui.errors import SourceError, SourceTimeout, SourceUnavailable
 from opstui.model import CheckInfo, Facts, HealthComponent, HealthInfo, Level
 from opstui.redact import mask_url
 from opstui.sources.base import Source
 from opstui.units import format_duration
+
+if TYPE_CHECKING:
+    from opstui._httpx import httpx
+
+
+def _httpx() -> Any:
+    """httpx, imported when the first client is made rather than with this module: building the sources (before
+    the TUI's first frame) should not wait for it (docs/performance.md)."""
+    from opstui._httpx import httpx
+
+    return httpx
+
 
 MAX_HEALTH_BODY = 1024 * 1024
 MAX_METRICS_BODY = 32 * 1024 * 1024
@@ -66,13 +77,14 @@ class HttpSource(Source):
     async def client(self) -> httpx.AsyncClient:
         if self._client is None:
             # Building the client loads the CA bundle (tens of milliseconds): not on the event loop.
-            self._client = await asyncio.to_thread(
-                httpx.AsyncClient,
+            made: httpx.AsyncClient = await asyncio.to_thread(
+                _httpx().AsyncClient,
                 timeout=self.request_timeout,
                 verify=self.verify,
                 follow_redirects=True,
-                headers={"User-Agent": f"opstui/{__version__}"},
+                headers={"User-Agent": f"opstui/{opstui.__version__}"},
             )
+            self._client = made
         return self._client
 
     async def fetch(self, accept: str, limit: int) -> tuple[int, str, str, bytes, float]:
@@ -81,6 +93,7 @@ class HttpSource(Source):
         Raises SourceError with the reason a person can act on (refused, unresolvable, TLS, timeout).
         """
         client = await self.client()
+        httpx = _httpx()
         started = time.perf_counter()
         try:
             # httpx's timeout bounds each phase; a server that trickles its body must be cut off as a whole,

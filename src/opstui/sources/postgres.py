@@ -20,8 +20,6 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
 
-import asyncpg
-
 from opstui.config.data import (
     PostgresActivityConfig,
     PostgresConfig,
@@ -33,6 +31,15 @@ from opstui.errors import SourceError, SourceTimeout, SourceUnavailable
 from opstui.model import ActivityInfo, DispatchInfo, Facts, LockInfo, LockState, QueueInfo
 from opstui.sources.base import Source
 from opstui.units import format_duration, parse_time
+
+
+def _asyncpg() -> Any:
+    """asyncpg, imported at the first connection rather than with this module: building the sources (before the
+    TUI's first frame) should not wait for it (docs/performance.md)."""
+    import asyncpg
+
+    return asyncpg
+
 
 Item = QueueInfo | LockInfo | ActivityInfo | DispatchInfo
 
@@ -337,7 +344,7 @@ class PostgresSource(Source):
     async def _read(self, reader: Reader, session: Session) -> Item:
         try:
             return await reader.read(session)
-        except asyncpg.PostgresError as exc:
+        except _asyncpg().PostgresError as exc:
             if _connection_level(exc):
                 raise
             return reader.failed(_query_error(exc, self.config.timeout))
@@ -348,7 +355,7 @@ class PostgresSource(Source):
         timeout = self.config.timeout
         conn = None
         try:
-            conn = await asyncpg.connect(
+            conn = await _asyncpg().connect(
                 self.config.dsn,
                 timeout=timeout,
                 # The server's statement_timeout cancels a slow query first, as that item's error.
@@ -371,6 +378,7 @@ class PostgresSource(Source):
         return conn
 
     def _failure(self, exc: BaseException) -> SourceError:
+        asyncpg = _asyncpg()
         where = self.address
         text = str(exc).strip()
         if isinstance(exc, TimeoutError):
@@ -413,6 +421,7 @@ def _connection_level(exc: Exception) -> bool:
 
 
 def _query_error(exc: Exception, timeout: float) -> str:
+    asyncpg = _asyncpg()
     if isinstance(exc, asyncpg.QueryCanceledError):
         return f"the query took longer than {format_duration(timeout)} (statement_timeout)"
     if isinstance(exc, asyncpg.ReadOnlySQLTransactionError):

@@ -13,8 +13,12 @@ import psutil
 
 from opstui.config.processes import WatchedProcessConfig
 from opstui.model import Facts, ProcessInfo
+from opstui.sources._proctable import scan
 from opstui.sources._restarts import RestartLog
 from opstui.sources.base import Source
+
+SAME_START = 0.05
+"""Seconds within which two start times are one process's (the sweep reads them with a clock tick's precision)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,24 +175,19 @@ def _read_pid(path: Path) -> int | None:
 def _sweep() -> list[_Candidate]:
     """Every live process of the host but opstui itself: PID, parent, start time, name and command line."""
     me = os.getpid()
-    found = []
-    for proc in psutil.process_iter(["ppid", "create_time", "name", "cmdline", "status"]):
-        info = proc.info
-        # A zombie has exited (its parent has not reaped it yet): the process that replaced it is the one to find.
-        if proc.pid == me or info.get("create_time") is None or info.get("status") == psutil.STATUS_ZOMBIE:
-            continue
-        argv = info.get("cmdline") or []
-        found.append(
-            _Candidate(
-                pid=proc.pid,
-                ppid=info.get("ppid") or 0,
-                created=info["create_time"],
-                name=info.get("name") or "",
-                cmdline=" ".join(argv),
-                argv0=os.path.basename(argv[0]) if argv else "",
-            )
+    # A zombie has exited (its parent has not reaped it yet): the process that replaced it is the one to find.
+    return [
+        _Candidate(
+            pid=p.pid,
+            ppid=p.ppid,
+            created=p.created,
+            name=p.name,
+            cmdline=" ".join(p.argv or ()),
+            argv0=os.path.basename(p.argv[0]) if p.argv else "",
         )
-    return found
+        for p in scan(cmdline=True)
+        if p.pid != me and not p.zombie
+    ]
 
 
 def _pick(watched: Watched, table: list[_Candidate]) -> psutil.Process | None:
@@ -204,7 +203,7 @@ def _pick(watched: Watched, table: list[_Candidate]) -> psutil.Process | None:
     for candidate in sorted((c for c in matches if c.ppid not in pids), key=lambda c: (c.created, c.pid)):
         try:
             proc = psutil.Process(candidate.pid)
-            if proc.create_time() == candidate.created:
+            if abs(proc.create_time() - candidate.created) < SAME_START:
                 return proc
         except psutil.NoSuchProcess:
             continue

@@ -4,15 +4,15 @@ Every command of every item is sent in one pipeline (identical commands once) an
 own: an error reply (a key of the wrong type, a command the ACL forbids) becomes that item's error while the
 rest of the server reads fine; only a connection problem fails the whole source.
 
-The round trip uses redis-py's synchronous connection in a worker thread (its asyncio pipeline spends three
-times the CPU per command), with each command encoded once and all the replies parsed in one pass from the
-connection's socket: a thousand queues are several thousand commands (see docs/performance.md).
+The round trip runs in a worker thread over one blocking connection of our own (`_resp`: redis-py costs 20 MB
+and half a second to import, and its asyncio pipeline three times the CPU per command), with each command
+encoded once and all the replies parsed in one pass: a thousand queues are several thousand commands
+(see docs/performance.md).
 """
 
 from __future__ import annotations
 
 import abc
-import asyncio
 import fnmatch
 import re
 import time
@@ -20,16 +20,20 @@ from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-import redis
-from redis.backoff import NoBackoff
-from redis.exceptions import AuthenticationError, BusyLoadingError, InvalidResponse, RedisError, ResponseError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeout
-from redis.retry import Retry
-
 from opstui.config.data import RedisActivityConfig, RedisConfig, RedisDispatchConfig, RedisLockConfig
 from opstui.errors import SourceError, SourceTimeout, SourceUnavailable
 from opstui.model import ActivityInfo, DispatchInfo, Facts, LockInfo, LockState, QueueInfo, RedisMemory
+from opstui.sources._resp import (
+    Address,
+    AuthFailed,
+    ConnectFailed,
+    Connection,
+    Loading,
+    NoAnswer,
+    RespError,
+    SetupRefused,
+    encode,
+)
 from opstui.sources.base import Source
 from opstui.sources.redis_queues import Command, Layout, Replies, describe_errors, key_of, layout_for
 from opstui.units import format_duration, parse_time
@@ -281,7 +285,7 @@ class RedisSource(Source):
         self.readers += [LockReader(name, lock) for lock in config.locks]
         self.readers += [ActivityReader(name, activity) for activity in config.activity]
         self.readers += [CounterReader(name, counters) for counters in config.dispatch]
-        self._pool: redis.ConnectionPool | None = None
+        self._connection: Connection | None = None
         self._encoded: dict[Command, bytes] = {}
 
     async def collect(self) -> Facts:
@@ -328,165 +332,53 @@ class RedisSource(Source):
         """Send the commands in one write and read every reply, in order; an error reply stays a reply."""
         previous, encoded = self._encoded, {}
         for cmd in commands:
-            encoded[cmd] = previous.get(cmd) or _encode(cmd)
+            encoded[cmd] = previous.get(cmd) or encode(cmd)
         self._encoded = encoded
         payload = b"".join([encoded[cmd] for cmd in commands])
-        pool = self._connection_pool()
+        if self._connection is None:
+            try:
+                address = Address.from_url(self.config.url)
+            except RespError as exc:
+                raise self._failure(exc) from None
+            self._connection = Connection(address, timeout=self.config.timeout)
         try:
-            conn: Any = pool.get_connection()  # redis-py's Connection methods are untyped
-        except RedisError as exc:
+            return self._connection.round_trip(payload, len(commands))
+        except RespError as exc:
             raise self._failure(exc) from None
-        try:
-            conn.send_packed_command([payload])
-            return read_replies(conn, len(commands))
-        except RedisError as exc:
-            conn.disconnect()
-            raise self._failure(exc) from None
-        except BaseException:
-            conn.disconnect()  # replies may still be on the wire: never reuse this connection
-            raise
-        finally:
-            pool.release(conn)
 
-    def _connection_pool(self) -> redis.ConnectionPool:
-        if self._pool is None:
-            self._pool = redis.ConnectionPool.from_url(
-                self.config.url,
-                protocol=2,  # RESP2 replies have one shape on every server version we read
-                socket_timeout=self.config.timeout,
-                socket_connect_timeout=self.config.timeout,
-                retry=Retry(NoBackoff(), 0),  # a failed tick is retried by the next tick, not inside this one
-                # No client_name: CLIENT SETNAME on connect would fail for a read-only ACL user.
-            )
-        return self._pool
-
-    def _failure(self, exc: Exception) -> SourceError:
+    def _failure(self, exc: RespError) -> SourceError:
         text = str(exc).rstrip(".")
         where = self.address
-        if isinstance(exc, AuthenticationError):
-            if "NOAUTH" in text or "required" in text:
+        if isinstance(exc, AuthFailed):
+            if "NOAUTH" in text:
                 return SourceUnavailable(
                     f"the server at {where} needs a password; write it into the url before the host "
                     "(see [[redis]] url in config.example.toml)"
                 )
             return SourceUnavailable(f"authentication failed at {where}: wrong password or user ({text})")
-        if isinstance(exc, RedisTimeout):
+        if isinstance(exc, NoAnswer):
             return SourceTimeout(f"no answer from {where} within {format_duration(self.config.timeout)}")
-        if isinstance(exc, BusyLoadingError):
+        if isinstance(exc, Loading):
             return SourceUnavailable(f"the server at {where} is still loading its data into memory")
-        if isinstance(exc, ResponseError) and "DB index" in text:
-            db = urlsplit(self.config.url).path.strip("/") or "0"
+        if isinstance(exc, SetupRefused) and "DB index" in text:
+            db = Address.from_url(self.config.url).db
             return SourceUnavailable(f"the server at {where} has no database {db} ({text})")
-        if isinstance(exc, ResponseError):
+        if isinstance(exc, SetupRefused):
             return SourceUnavailable(f"the server at {where} refused the connection set-up: {text}")
-        if "refused" in text:
-            return SourceUnavailable(f"connection refused at {where}")
-        if "not known" in text or "name resolution" in text or "nodename nor servname" in text:
-            return SourceUnavailable(f"cannot resolve the host of {where}")
-        if "No such file" in text:
-            return SourceUnavailable(f"no Redis socket at {where}")
-        if "closed" in text or "reset" in text.lower():
-            return SourceUnavailable(f"connection to {where} lost: {text}")
-        reason = re.sub(r"^Error -?\d+ connecting to \S+ ?", "", text) or type(exc).__name__
-        return SourceUnavailable(f"cannot reach {where}: {reason}")
+        if isinstance(exc, ConnectFailed):
+            if "refused" in text:
+                return SourceUnavailable(f"connection refused at {where}")
+            if "name resolution" in text:
+                return SourceUnavailable(f"cannot resolve the host of {where}")
+            if "No such file" in text:
+                return SourceUnavailable(f"no Redis socket at {where}")
+            return SourceUnavailable(f"cannot reach {where}: {text}")
+        return SourceUnavailable(f"connection to {where} lost: {text}")
 
     async def close(self) -> None:
-        if self._pool is not None:
-            await asyncio.to_thread(self._pool.disconnect)
-            self._pool = None
-
-
-class _Incomplete(Exception):
-    """The buffer ends inside a reply: read more from the socket."""
-
-
-def read_replies(conn: Any, count: int) -> list[Any]:
-    """Read `count` RESP2 replies from a redis-py connection's socket; an error reply becomes a ResponseError.
-
-    Parsing the whole stream here costs about a third of what redis-py's read_response spends per reply (it
-    formats the server's address and resets its buffer for each one), which dominates a tick of a thousand
-    queues. The connection (connect, AUTH, SELECT, TLS, timeouts) stays redis-py's; only the reading is ours.
-    """
-    sock = conn._sock  # redis-py keeps its socket here in every version we support
-    if sock is None:
-        raise RedisConnectionError("Connection closed by server.")
-    data, pos, out = b"", 0, list[Any]()
-    while len(out) < count:
-        if data[pos : pos + 1] == b":":  # most replies are counts: read them without a call
-            end = data.find(b"\r\n", pos)
-            if end >= 0:
-                out.append(int(data[pos + 1 : end]))
-                pos = end + 2
-                continue
-        try:
-            value, pos = _parse(data, pos)
-        except _Incomplete:
-            data, pos = data[pos:] + _receive(sock), 0
-            continue
-        out.append(value)
-    return out
-
-
-def _receive(sock: Any) -> bytes:
-    try:
-        chunk: bytes = sock.recv(1 << 17)
-    except TimeoutError:  # the socket's timeout (socket.timeout)
-        raise RedisTimeout("Timeout reading from socket") from None
-    except OSError as exc:
-        raise RedisConnectionError(f"Error while reading from socket: {exc}") from None
-    if not chunk:
-        raise RedisConnectionError("Connection closed by server.")
-    return chunk
-
-
-def _parse(buf: bytes, pos: int) -> tuple[Any, int]:
-    """One RESP2 reply from `buf` at `pos`: (value, position after it)."""
-    end = buf.find(b"\r\n", pos)
-    if end < 0:
-        raise _Incomplete
-    kind = buf[pos]
-    if kind == 58:  # ":" integer
-        return int(buf[pos + 1 : end]), end + 2
-    if kind == 36:  # "$" bulk string
-        size = int(buf[pos + 1 : end])
-        if size < 0:
-            return None, end + 2
-        stop = end + 2 + size
-        if len(buf) < stop + 2:
-            raise _Incomplete
-        return buf[end + 2 : stop], stop + 2
-    if kind == 42:  # "*" array
-        size = int(buf[pos + 1 : end])
-        if size < 0:
-            return None, end + 2
-        items, at = [], end + 2
-        for _ in range(size):
-            item, at = _parse(buf, at)
-            items.append(item)
-        return items, at
-    if kind == 43:  # "+" simple string
-        return buf[pos + 1 : end], end + 2
-    if kind == 45:  # "-" error
-        return _error(buf[pos + 1 : end].decode("utf-8", "replace")), end + 2
-    raise InvalidResponse(f"Protocol error, got {chr(kind)!r} as reply type byte")
-
-
-def _error(message: str) -> Exception:
-    """An error reply: about one command (kept as its reply), or about the connection (raised)."""
-    if message.startswith(("NOAUTH", "WRONGPASS")):
-        raise AuthenticationError(message)
-    if message.startswith("LOADING"):
-        raise BusyLoadingError(message)
-    return ResponseError(message)
-
-
-def _encode(command: Command) -> bytes:
-    """One command in the Redis protocol (RESP): *<n> then $<len> <arg> for each argument."""
-    out = [b"*%d\r\n" % len(command)]
-    for arg in command:
-        data = arg if isinstance(arg, bytes) else arg.encode()
-        out += (b"$%d\r\n" % len(data), data, b"\r\n")
-    return b"".join(out)
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
 
 
 def _wrongtype(value: Any) -> bool:

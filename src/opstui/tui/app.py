@@ -323,8 +323,9 @@ class OpsApp(App[int]):
     def on_snapshot_ready(self, message: SnapshotReady) -> None:
         self.latest = message.snapshot
         if not self._drawn and self.paused_at is None:
-            # The first facts are drawn at once; after that, on the refresh timer.
-            self._drawn = True
+            # Each source's first facts are drawn at once (a slow one must not hold back the others' for a whole
+            # refresh); after that, on the refresh timer.
+            self._drawn = all(status.checked_at is not None for status in message.snapshot.sources.values())
             self.render_now()
 
     def _tick(self) -> None:
