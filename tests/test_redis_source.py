@@ -4,8 +4,10 @@ server refuses, wants a password, hangs, or dies and comes back."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -301,3 +303,73 @@ def test_a_unix_socket_with_a_user_and_a_database_number(tmp_path: Path) -> None
         proc.kill()
         proc.wait()
         sock.unlink(missing_ok=True)
+
+
+class TlsTerminator:
+    """A TLS front for a plain Redis (as stunnel or a managed Redis's TLS port would be), with its own CA."""
+
+    def __init__(self, backend: tuple[str, int], tmp_path: Path) -> None:
+        import ssl
+
+        import trustme
+
+        ca = trustme.CA()
+        self.ca_file = tmp_path / "ca.pem"
+        ca.cert_pem.write_to_path(str(self.ca_file))
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert("localhost", "127.0.0.1").configure_cert(self.context)
+        self.backend = backend
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.sockets: list[socket.socket] = []
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import ssl
+
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                secure = self.context.wrap_socket(client, server_side=True)
+            except (ssl.SSLError, OSError):
+                client.close()  # a client that does not trust our CA gives up during the handshake
+                continue
+            upstream = socket.create_connection(self.backend)
+            self.sockets += [secure, upstream]
+            for a, b in ((secure, upstream), (upstream, secure)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self.listener.close()
+        for sock in self.sockets:
+            sock.close()
+
+
+def test_rediss_verifies_the_server_against_the_given_ca(redis_server: EmbeddedRedis, tmp_path: Path) -> None:
+    r = redis.Redis.from_url(redis_server.url)
+    r.delete("queue:tls")
+    r.lpush("queue:tls", *range(3))
+    front = TlsTerminator(("127.0.0.1", redis_server.port), tmp_path)
+    queue = {"name": "tls", "key": "queue:tls"}
+    try:
+        trusted = collect(source(f"rediss://localhost:{front.port}/0?ssl_ca_certs={front.ca_file}", queues=[queue]))
+        assert trusted.queues[0].depth == 3 and trusted.queues[0].error is None
+        unchecked = collect(source(f"rediss://127.0.0.1:{front.port}/0?ssl_cert_reqs=none", queues=[queue]))
+        assert unchecked.queues[0].depth == 3
+        with pytest.raises(SourceUnavailable) as caught:
+            collect(source(f"rediss://localhost:{front.port}/0", queues=[queue]))  # the system's CAs do not know ours
+        assert "TLS failed" in str(caught.value) and "CERTIFICATE_VERIFY_FAILED" in str(caught.value)
+    finally:
+        front.close()
+        r.delete("queue:tls")
