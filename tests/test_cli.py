@@ -46,6 +46,7 @@ def test_check_text_is_a_table_people_can_read(tmp_path: Path) -> None:
     first = result.stdout.splitlines()[0]
     assert "status: OK" in first or "status: WARNING" in first or "status: CRITICAL" in first
     assert "\nSOURCES\n" in result.stdout and "\nMEMORY\n" in result.stdout
+    assert not [line for line in result.stdout.splitlines() if line != line.rstrip()], "no trailing spaces"
 
 
 def test_help_and_version(tmp_path: Path) -> None:
@@ -83,3 +84,18 @@ def test_json_item_levels_agree_with_the_alerts_of_the_same_run(write_config, re
     assert "queue incoming has 500 waiting (limit 100)" in summaries
     assert any(s.startswith("queue broken cannot be read") for s in summaries)
     assert all(isinstance(a["since"], str | None) for a in doc["alerts"])
+
+
+def test_options_show_only_where_they_mean_something(tmp_path: Path) -> None:
+    check = opstui("check", "--help", cwd=tmp_path).stdout
+    assert "--config" in check and "--theme" not in check and "--read-only" not in check
+    demo = opstui("demo", "--help", cwd=tmp_path).stdout
+    assert "--theme" in demo and "--read-only" in demo
+    assert "--read-only" in opstui("action", "run", "--help", cwd=tmp_path).stdout
+    assert "--read-only" in opstui("daemon", "--help", cwd=tmp_path).stdout
+
+
+def test_a_directory_given_as_the_config_says_so(tmp_path: Path) -> None:
+    result = opstui("-c", str(tmp_path), "check", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr == f"opstui: config error: {tmp_path}: is a directory, not a config file (given by --config)\n"

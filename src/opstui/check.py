@@ -272,7 +272,7 @@ def _table(out: list[str], title: str, rows: Iterable[Any], line: Any) -> None:
     rows = list(rows)
     if rows:
         out.append(f"\n{title}")
-        out.extend(line(row) for row in rows)
+        out.extend(line(row).rstrip() for row in rows)  # padded columns, no trailing spaces
 
 
 def _ago(seconds: float | None) -> str:

@@ -51,13 +51,14 @@ class VersionAction(argparse.Action):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    # The global options are accepted before and after the command (`opstui -c x check`, `opstui check -c x`).
+    # The global options are accepted before and after the command (`opstui -c x check`, `opstui check -c x`);
+    # --theme and --read-only only where they mean something (the dashboard, the demo, actions, the daemon).
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-c", "--config", metavar="PATH", default=argparse.SUPPRESS, help="the config file to use")
-    common.add_argument(
-        "--theme", metavar="NAME", default=argparse.SUPPRESS, help="the TUI theme (overrides tui.theme)"
-    )
-    common.add_argument(
+    theme = argparse.ArgumentParser(add_help=False)
+    theme.add_argument("--theme", metavar="NAME", default=argparse.SUPPRESS, help="the TUI theme (overrides tui.theme)")
+    read_only = argparse.ArgumentParser(add_help=False)
+    read_only.add_argument(
         "--read-only",
         action="store_true",
         default=argparse.SUPPRESS,
@@ -67,21 +68,24 @@ def build_parser() -> argparse.ArgumentParser:
         prog="opstui",
         description=DESCRIPTION,
         epilog=EPILOG,
-        parents=[common],
+        parents=[common, theme, read_only],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action=VersionAction, nargs=0, help="show the version and exit")
     parser.set_defaults(handler=cmd_tui)
 
     class Commands(argparse._SubParsersAction):  # type: ignore[type-arg]
-        def add_parser(self, name: str, **kwargs: object) -> argparse.ArgumentParser:
-            return super().add_parser(name, parents=[common], **kwargs)  # type: ignore[arg-type,no-any-return]
+        def add_parser(
+            self, name: str, *, also: Sequence[argparse.ArgumentParser] = (), **kwargs: object
+        ) -> argparse.ArgumentParser:
+            return super().add_parser(name, parents=[common, *also], **kwargs)  # type: ignore[arg-type,no-any-return]
 
     parser.register("action", "parsers", Commands)
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     daemon = commands.add_parser(
         "daemon",
+        also=[read_only],
         help="run checks, alerts and reports with no UI",
         description="Run the engine, alerts, reports and the Telegram bot with no UI, until SIGTERM or Ctrl+C.",
     )
@@ -116,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo",
+        also=[theme, read_only],
         help="run opstui against a small simulated backend",
         description="Start a real Redis and PostgreSQL and a small crash-looping bot "
         "backend in a temporary directory, watch it, and tear it all "
@@ -123,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--headless", action="store_true", help="run the daemon instead of the TUI")
     demo.set_defaults(handler=cmd_demo)
-    _add_action_commands(commands, Commands)
+    _add_action_commands(commands, Commands, read_only)
 
     # --- alerting: silences, notifications, the daily report (opstui.alerts, opstui.notify, opstui.report)
     silence = commands.add_parser(
@@ -235,7 +240,11 @@ exit status: the action's own exit status; 124 timed out; 130 interrupted; 1 fai
 2 refused (read-only, not confirmed, already running, bad arguments)."""
 
 
-def _add_action_commands(commands: argparse._SubParsersAction, parsers: type) -> None:  # type: ignore[type-arg]
+def _add_action_commands(
+    commands: argparse._SubParsersAction,  # type: ignore[type-arg]
+    parsers: type,
+    read_only: argparse.ArgumentParser,
+) -> None:
     action = commands.add_parser(
         "action",
         help="list or run recovery actions",
@@ -243,11 +252,14 @@ def _add_action_commands(commands: argparse._SubParsersAction, parsers: type) ->
     )
     action.register("action", "parsers", parsers)
     action_commands = action.add_subparsers(title="commands", metavar="COMMAND", required=True)
-    listing = action_commands.add_parser("list", help="each action, and what it would run (secrets masked)")
+    listing = action_commands.add_parser(
+        "list", also=[read_only], help="each action, and what it would run (secrets masked)"
+    )
     listing.add_argument("--json", action="store_true", help="print JSON instead of text")
     listing.set_defaults(handler=cmd_action_list)
     run = action_commands.add_parser(
         "run",
+        also=[read_only],
         help="run an action, streaming its output",
         description="Run an action and stream its output; exit with its exit status.",
         epilog=ACTION_RUN_EPILOG,
@@ -299,9 +311,10 @@ def cmd_action_run(args: argparse.Namespace) -> int:
             raise ActionError(f"--arg takes FIELD=VALUE (process.name=worker, mode=soft); got {item!r}")
         pairs[field.strip()] = value
     snapshot: Snapshot | None = None
-    actions = Actions.from_config(config, store=StateStore.in_dir(config.state_dir()), snapshot=lambda: snapshot)
+    store = StateStore.in_dir(config.state_dir())
+    actions = Actions.from_config(config, store=store, snapshot=lambda: snapshot)
     actor = Actor.local("cli")
-    with asyncio.Runner() as runner:
+    with contextlib.closing(store), asyncio.Runner() as runner:
         if any("." in field for field in pairs):  # a row is named: find it in a fresh read of the sources
             snapshot = runner.run(_read_sources(config))
         try:
@@ -395,10 +408,11 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from opstui.state import StateStore
 
     config = _config(args)
-    log = AuditLog(StateStore.in_dir(config.state_dir()), keep=config.actions.audit_keep)
-    with contextlib.suppress(StateError):  # tidying is a courtesy; reading must work on a read-only disk too
-        log.tidy()
-    entries = log.recent(args.limit)
+    with contextlib.closing(StateStore.in_dir(config.state_dir())) as store:
+        log = AuditLog(store, keep=config.actions.audit_keep)
+        with contextlib.suppress(StateError):  # tidying is a courtesy; reading must work on a read-only disk too
+            log.tidy()
+        entries = log.recent(args.limit)
     print(render_json(entries) if args.json else render_text(entries, timezone=config.general.timezone))
     return 0
 

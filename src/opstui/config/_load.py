@@ -44,6 +44,8 @@ def discover(
 
 def _must_exist(path: Path, given_by: str) -> Path:
     path = path.expanduser()
+    if path.is_dir():
+        raise ConfigError(f"is a directory, not a config file (given by {given_by})", file=str(path))
     if not path.is_file():
         raise ConfigError(f"no such file (given by {given_by})", file=str(path))
     return path
