@@ -104,7 +104,9 @@ async def test_commands_in_other_chats_and_for_other_bots(make_bot) -> None:  # 
 
 async def test_a_command_sent_while_the_bot_was_down_is_not_acted_on(make_bot) -> None:  # type: ignore[no-untyped-def]
     bot = make_bot()
-    answer = await bot.says(ADMIN, "/silence worker 2h", date=bot.clock() - 3600)
+    answer = await bot.says(
+        ADMIN, "/silence worker 2h", date=bot.clock() - 3630
+    )  # a whole hour ago, whatever the rounding of dates
     assert "sent 1h ago, while opstui's bot was not running; nothing was done" in answer.text
     assert active_silences(bot.store) == []
 

@@ -114,7 +114,7 @@ def process_down(snapshot: Snapshot, ctx: RuleContext) -> Iterator[Observation]:
             bad=proc.status in DOWN_STATUSES,
             level=level,
             summary=f"{proc.name} is {proc.status}",
-            detail=f"{proc.manager}, {_restarts(proc.restarts_total)}",
+            detail=f"{MANAGED.get(proc.manager, proc.manager)}; {_restarts(proc.restarts_total)}",
             source=proc.source,
         )
 
@@ -403,6 +403,9 @@ def judge(snapshot: Snapshot, config: AlertsConfig) -> Level:
 
 def _matches_any(name: str, patterns: list[str]) -> bool:
     return any(fnmatch.fnmatchcase(name.lower(), p.lower()) for p in patterns)
+
+
+MANAGED = {"process": "a plain process", "pm2": "under PM2", "systemd": "under systemd", "docker": "under Docker"}
 
 
 def _restarts(total: int | None) -> str:

@@ -16,8 +16,8 @@ from zoneinfo import ZoneInfo
 
 from opstui.units import format_age
 
-LIMIT = 4096
 BUDGET = 4000
+"""Characters per message: under Telegram's 4096, with room for a part marker."""
 _TAG = re.compile(r"<[^>]*>")
 
 ICONS = {"critical": "🔴", "warning": "🟠", "ok": "🟢"}
