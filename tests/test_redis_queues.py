@@ -221,10 +221,11 @@ def test_rq_registry_entries_past_their_expiry_are_not_counted(redis_url: str) -
 
     r = redis.Redis.from_url(redis_url)
     q = Queue("default", connection=r)
-    q.enqueue("builtins.len", [1], result_ttl=1)
+    expiring = q.enqueue("builtins.len", [1], result_ttl=600)
     q.enqueue("builtins.len", [2], result_ttl=600)
     SimpleWorker([q], connection=r).work(burst=True)
-    time.sleep(2.1)  # the first result's registry entry is now past its expiry
+    # As if its result_ttl had run out: RQ scores a registry entry with its expiry time.
+    r.zadd(q.finished_job_registry.key, {expiring.id: time.time() - 1})
     queue = (read_queues(redis_url, {"name": "default", "kind": "rq"}))["default"]
     assert queue.parts["finished"] == 1 == q.finished_job_registry.count
 
