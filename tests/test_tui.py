@@ -18,6 +18,7 @@ import pytest
 from textual.message import Message
 
 from opstui.config import Config, load_config
+from opstui.demo.servers import EmbeddedPostgres
 from opstui.errors import ConfigError
 from opstui.model import LockInfo, LockState, ProcessInfo, SourceStatus
 from opstui.tui.app import CommandOutcome, OpsApp
@@ -126,7 +127,13 @@ async def test_a_source_that_never_worked_says_so_instead_of_an_age() -> None:
     snapshot = sample_snapshot()
     sources = dict(snapshot.sources)
     sources["pm2"] = SourceStatus(
-        name="pm2", kind="pm2", ok=False, checked_at=NOW - 1, error="pm2 rpc.sock: no such file", last_ok_at=None
+        name="pm2",
+        kind="pm2",
+        ok=False,
+        checked_at=NOW - 1,
+        error="pm2 rpc.sock: no such file",
+        last_ok_at=None,
+        provides=frozenset({"processes", "logs"}),
     )
     app = sample_app(dataclasses.replace(snapshot, sources=MappingProxyType(sources), processes=(), logs=()))
     async with app.run_test(size=SMALL) as pilot:
@@ -134,6 +141,43 @@ async def test_a_source_that_never_worked_says_so_instead_of_an_age() -> None:
         banner = app.pane("processes").banner.plain
         assert banner == "✖ pm2: pm2 rpc.sock: no such file · no good value yet"
         assert "undefined" not in banner and "never ago" not in banner
+
+
+async def test_a_database_that_never_let_us_in_says_why_where_its_lock_would_be(
+    postgres_server: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    """Not "no lock is watched: add a lock to the config" while the config is right and the password wrong."""
+    postgres_server.psql(
+        "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'tui_locked_out') THEN "
+        "CREATE ROLE tui_locked_out LOGIN PASSWORD 'right-horse-battery'; END IF; END $$"
+    )
+    hba = postgres_server.data / "pg_hba.conf"
+    if "tui_locked_out" not in hba.read_text():
+        hba.write_text("host all tui_locked_out 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
+        postgres_server.psql("SELECT pg_reload_conf()")
+    dsn = f"postgresql://tui_locked_out:wrong-staple@127.0.0.1:{postgres_server.port}/postgres"
+    config = Config.model_validate(
+        {
+            "general": {"instance": "bot-vps-1", "timezone": "UTC", "state_dir": str(tmp_path)},
+            "host": {"enabled": False},
+            "postgres": [{"name": "crm", "dsn": dsn, "locks": [{"name": "daily_batch", "key": "daily_batch"}]}],
+        }
+    )
+    app = OpsApp(config, host="vps-1", presence=lambda: None, themes=load_themes([shipped_themes_dir()]))
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot.press("4")
+        locks = app.pane("locks")
+        for _ in range(100):  # the first read happens as the engine starts; give it up to 10 s
+            if locks.banner.plain.startswith("✖"):
+                break
+            await pilot.pause(0.1)
+        assert locks.banner.plain == (
+            f"✖ postgres crm: password authentication failed for user tui_locked_out at 127.0.0.1:"
+            f"{postgres_server.port} · no good value yet"
+        )
+        assert "wrong-staple" not in locks.banner.plain
+        await pilot.press("2")  # this database has no queues configured: that pane still says so
+        assert app.pane("queues").banner.plain.startswith("No queues are watched")
 
 
 async def test_the_cursor_stays_on_its_row_when_rows_are_added_and_removed() -> None:

@@ -30,7 +30,7 @@ from redis.retry import Retry
 from opstui.config.data import RedisActivityConfig, RedisConfig, RedisDispatchConfig, RedisLockConfig
 from opstui.errors import SourceError, SourceTimeout, SourceUnavailable
 from opstui.model import ActivityInfo, DispatchInfo, Facts, LockInfo, LockState, QueueInfo, RedisMemory
-from opstui.sources.base import Source
+from opstui.sources.base import Source, sections
 from opstui.sources.redis_queues import Command, Layout, Replies, describe_errors, key_of, layout_for
 from opstui.units import format_duration, parse_time
 
@@ -281,6 +281,13 @@ class RedisSource(Source):
         self.readers += [LockReader(name, lock) for lock in config.locks]
         self.readers += [ActivityReader(name, activity) for activity in config.activity]
         self.readers += [CounterReader(name, counters) for counters in config.dispatch]
+        self.provides = sections(
+            queues=config.queues,
+            redis_memory=config.memory,
+            locks=config.locks,
+            activity=config.activity,
+            dispatch=config.dispatch,
+        )
         self._pool: redis.ConnectionPool | None = None
         self._encoded: dict[Command, bytes] = {}
 

@@ -29,7 +29,7 @@ class ActivityPane(TablePane):
     pane_id = "activity"
     title = "Activity & logs"
     tab_label = "Logs"
-    kinds = frozenset({"activity", "logs", "log"})
+    shows = frozenset({"activity", "logs"})
     nothing_watched = "No activity or error logs are watched: add them to the config."
     columns = (
         ("name", "Activity"),

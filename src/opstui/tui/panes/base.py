@@ -90,8 +90,9 @@ class Pane(Vertical):
     title: ClassVar[str]
     tab_label: ClassVar[str]
     """The short name in the tab bar at small sizes."""
-    kinds: ClassVar[frozenset[str]] = frozenset()
-    """Source kinds shown here even before they produced anything (so a source that never worked says so here)."""
+    shows: ClassVar[frozenset[str]] = frozenset()
+    """The `Facts` sections shown here: a source that provides one is shown here even before it produced
+    anything, so a server that never answered says so where its figures would be."""
     nothing_watched: ClassVar[str]
     """What the pane says when no source feeds it, and how to change that."""
 

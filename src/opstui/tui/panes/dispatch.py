@@ -27,7 +27,7 @@ class DispatchPane(TablePane):
     pane_id = "dispatch"
     title = "Dispatch"
     tab_label = "Dispatch"
-    kinds = frozenset({"dispatch", "dispatch-log", "dispatch-sql", "dispatch-redis"})
+    shows = frozenset({"dispatch"})
     nothing_watched = "No report dispatch is watched: add a dispatch log, query or counters to the config."
     columns = (
         ("name", "Report"),

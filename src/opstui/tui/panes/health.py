@@ -26,7 +26,7 @@ class HealthPane(TablePane):
     pane_id = "health"
     title = "Health"
     tab_label = "Health"
-    kinds = frozenset({"http", "health", "prometheus", "backup", "env"})
+    shows = frozenset({"health", "checks"})
     nothing_watched = "No health checks: add HTTP endpoints, backups or required env vars to the config."
     columns = (
         ("name", "Check"),

@@ -30,7 +30,7 @@ class LocksPane(TablePane):
     pane_id = "locks"
     title = "Lock"
     tab_label = "Lock"
-    kinds = frozenset({"lock", "pg-lock", "redis-lock", "advisory-lock"})
+    shows = frozenset({"locks"})
     nothing_watched = "No lock is watched: add a lock (a table, an advisory lock or a Redis key) to the config."
     columns = (
         ("name", "Lock"),

@@ -16,7 +16,7 @@ class QueuesPane(TablePane):
     pane_id = "queues"
     title = "Queues"
     tab_label = "Queues"
-    kinds = frozenset({"redis", "queues", "sql-queue"})
+    shows = frozenset({"queues"})
     nothing_watched = "No queues are watched: add a Redis server with its queues (or a SQL queue) to the config."
     columns = (
         ("name", "Queue"),
