@@ -20,7 +20,7 @@ from textual.message import Message
 from opstui.config import Config, load_config
 from opstui.demo.servers import EmbeddedPostgres
 from opstui.errors import ConfigError
-from opstui.model import LockInfo, LockState, ProcessInfo, SourceStatus
+from opstui.model import Level, LockInfo, LockState, ProcessInfo, SourceStatus
 from opstui.tui.app import CommandOutcome, OpsApp
 from opstui.tui.cells import STALE, KeyedTable, Lines, trend
 from opstui.tui.commands import Command
@@ -236,6 +236,23 @@ async def test_the_dashboard_starts_on_the_process_in_the_worst_state_and_shows_
         assert "whatsapp session closed" not in logs  # that is the api's log
         await pilot.press("1", "up", "7")
         assert "whatsapp session closed" in app.pane("activity").log_lines.plain  # type: ignore[attr-defined]
+
+
+async def test_a_report_run_still_sending_is_not_called_a_mismatch_until_it_settles() -> None:
+    snapshot = sample_snapshot()
+    sending = dataclasses.replace(snapshot.dispatch[0], processed=8, sent=4, failed=0, last_event_at=NOW - 15)
+    app = sample_app(dataclasses.replace(snapshot, dispatch=(sending,)), refresh="200ms")
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot.press("5")
+        assert table(app, "dispatch").column_text("verdict") == ["… sending"]
+        assert app.pane_states()["dispatch"].level is Level.OK
+        assert "unaccounted" not in app.pane("dispatch").note.plain
+        # The alert rules' `settle` (60 s) after its last line, the run is judged.
+        feed_of(app).change(dispatch=(dataclasses.replace(sending, last_event_at=NOW - 61),))
+        await pilot.pause(0.6)
+        assert table(app, "dispatch").column_text("verdict") == ["✖ MISMATCH"]
+        assert app.pane_states()["dispatch"].level is Level.CRITICAL
+        assert "4 unaccounted for" in app.pane("dispatch").note.plain
 
 
 async def test_text_from_systems_is_shown_literally_and_cannot_reach_the_terminal() -> None:
