@@ -20,7 +20,7 @@ from textual.message import Message
 from opstui.config import Config, load_config
 from opstui.demo.servers import EmbeddedPostgres
 from opstui.errors import ConfigError
-from opstui.model import Level, LockInfo, LockState, ProcessInfo, SourceStatus
+from opstui.model import Level, LockInfo, LockState, ProcessInfo, QueueInfo, SourceStatus
 from opstui.tui.app import CommandOutcome, OpsApp
 from opstui.tui.cells import STALE, KeyedTable, Lines, trend
 from opstui.tui.commands import Command
@@ -106,6 +106,24 @@ async def test_pause_stops_updates_and_resume_shows_the_latest() -> None:
         await pilot.press("p")
         assert table(app, "queues").column_text("depth")[0] == "✖ 170"
         assert "PAUSED" not in app.dashboard.header.right.plain
+
+
+async def test_a_queue_whose_depth_cannot_be_read_shows_a_question_mark_and_why() -> None:
+    snapshot = sample_snapshot()
+    wrong = QueueInfo(
+        key="postgres/wrongtype",
+        name="wrongtype",
+        kind="list",
+        depth=None,
+        source="postgres",
+        error="wrongtype is a hash, not a list",
+    )
+    app = sample_app(dataclasses.replace(snapshot, queues=(wrong,)))
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot.press("2")
+        depth = table(app, "queues").column_text("depth")[0]
+        assert depth.endswith(" ?") and "None" not in depth
+        assert table(app, "queues").column_text("parts") == ["wrongtype is a hash, not a list"]
 
 
 async def test_a_failing_source_shows_its_error_and_the_age_of_its_last_value() -> None:

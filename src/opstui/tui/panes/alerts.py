@@ -81,7 +81,7 @@ def source_lines(view: View) -> list[list[Cell]]:
             lines.append(
                 [
                     (f"{mark(Level.CRITICAL)} {status.name}", level_style(Level.CRITICAL, strong=True)),
-                    (f"  {status.error}", status_style(Level.CRITICAL)),
+                    (f"  {status.error or 'failed'}", status_style(Level.CRITICAL)),
                     (f"  last good {view.ago(status.last_ok_at)}", STALE),
                 ]
             )
