@@ -20,7 +20,7 @@ from textual.message import Message
 from opstui.config import Config, load_config
 from opstui.demo.servers import EmbeddedPostgres
 from opstui.errors import ConfigError
-from opstui.model import Level, LockInfo, LockState, ProcessInfo, QueueInfo, SourceStatus
+from opstui.model import ActivityInfo, Level, LockInfo, LockState, ProcessInfo, QueueInfo, SourceStatus
 from opstui.tui.app import CommandOutcome, OpsApp
 from opstui.tui.cells import STALE, KeyedTable, Lines, trend
 from opstui.tui.commands import Command
@@ -271,6 +271,37 @@ async def test_a_report_run_still_sending_is_not_called_a_mismatch_until_it_sett
         assert table(app, "dispatch").column_text("verdict") == ["✖ MISMATCH"]
         assert app.pane_states()["dispatch"].level is Level.CRITICAL
         assert "4 unaccounted for" in app.pane("dispatch").note.plain
+
+
+async def test_activity_is_judged_by_the_alert_rule_with_its_default_limit() -> None:
+    snapshot = sample_snapshot()
+    unlimited = ActivityInfo(key="orders", name="last order", source="postgres", last_at=NOW - 1200)
+    unreadable = ActivityInfo(
+        key="sync", name="last sync", source="postgres", last_at=None, error="column synced_at does not exist"
+    )
+    app = sample_app(dataclasses.replace(snapshot, activity=(unlimited, unreadable)))
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot.press("7")
+        activity = table(app, "activity")
+        # No max_age of its own: alerts.inactive.max_age (15m) applies, here and in the alert.
+        assert activity.column_text("limit") == ["15m", "15m"]
+        assert activity.column_text("last") == ["▲ 20m ago", "▲ never"]
+        assert activity.column_text("detail")[1] == "column synced_at does not exist"
+        assert app.pane_states()["activity"].level is Level.WARNING
+
+
+async def test_a_process_without_an_error_log_shows_every_log_and_says_how_to_pick_one() -> None:
+    app = sample_app()
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot.pause()
+        processes = table(app, "processes")
+        processes.move_cursor(row=processes.get_row_index("pm2:batch"))
+        await pilot.press("7")
+        pane = app.pane("activity")
+        title = pane.log_title.plain  # type: ignore[attr-defined]
+        assert title == "Latest errors of every process  (none known for batch; move in Processes to pick one)"
+        logs = pane.log_lines.plain  # type: ignore[attr-defined]
+        assert "ECONNREFUSED 127.0.0.1:6380" in logs and "whatsapp session closed" in logs
 
 
 async def test_text_from_systems_is_shown_literally_and_cannot_reach_the_terminal() -> None:
