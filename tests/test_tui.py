@@ -304,6 +304,21 @@ async def test_a_process_without_an_error_log_shows_every_log_and_says_how_to_pi
         assert "ECONNREFUSED 127.0.0.1:6380" in logs and "whatsapp session closed" in logs
 
 
+async def test_telegram_retrying_is_said_in_the_health_pane_not_just_ok() -> None:
+    from opstui.notify.sender import DeliveryStatus, delivery_check
+
+    failing = DeliveryStatus(ok=False, problem="cannot reach 127.0.0.1:9", since=NOW - 30)
+    check = delivery_check(failing, 3, NOW - 30, now=NOW)
+    assert check is not None and check.level is Level.OK  # within the grace period: no alert yet
+    app = sample_app(dataclasses.replace(sample_snapshot(), checks=(check,)))
+    async with app.run_test(size=LARGE) as pilot:
+        await pilot.pause()
+        health = table(app, "health")
+        assert (
+            health.column_text("detail")[-1] == "Telegram retrying: cannot reach 127.0.0.1:9; 3 notifications waiting"
+        )
+
+
 async def test_text_from_systems_is_shown_literally_and_cannot_reach_the_terminal() -> None:
     app = sample_app()
     async with app.run_test(size=SMALL) as pilot:
