@@ -20,7 +20,7 @@ from textual.message import Message
 from opstui.config import Config, load_config
 from opstui.demo.servers import EmbeddedPostgres
 from opstui.errors import ConfigError
-from opstui.model import ActivityInfo, Level, LockInfo, LockState, ProcessInfo, QueueInfo, SourceStatus
+from opstui.model import ActivityInfo, AlertInfo, Level, LockInfo, LockState, ProcessInfo, QueueInfo, SourceStatus
 from opstui.tui.app import CommandOutcome, OpsApp
 from opstui.tui.cells import STALE, KeyedTable, Lines, trend
 from opstui.tui.commands import Command
@@ -299,7 +299,7 @@ async def test_a_process_without_an_error_log_shows_every_log_and_says_how_to_pi
         await pilot.press("7")
         pane = app.pane("activity")
         title = pane.log_title.plain  # type: ignore[attr-defined]
-        assert title == "Latest errors of every process  (none known for batch; move in Processes to pick one)"
+        assert title == "Latest errors of every process  (none known for batch; pick one in Processes)"
         logs = pane.log_lines.plain  # type: ignore[attr-defined]
         assert "ECONNREFUSED 127.0.0.1:6380" in logs and "whatsapp session closed" in logs
 
@@ -317,6 +317,34 @@ async def test_telegram_retrying_is_said_in_the_health_pane_not_just_ok() -> Non
         assert (
             health.column_text("detail")[-1] == "Telegram retrying: cannot reach 127.0.0.1:9; 3 notifications waiting"
         )
+
+
+async def test_the_alert_under_the_cursor_is_shown_in_full_below_the_table() -> None:
+    snapshot = sample_snapshot()
+    outage = dataclasses.replace(snapshot.alerts[0], key="source:redis main", summary="redis main is down")
+    long = AlertInfo(
+        key="queue:incoming",
+        rule="queue_depth",
+        level=Level.CRITICAL,
+        state="silenced",
+        summary="queue incoming has 162 waiting (limit 150), the oldest job waiting for 14 minutes",
+        since=NOW - 240,
+        cause="source:redis main",
+        muted_by="silence 3 until 04:00 (deploy)",
+    )
+    app = sample_app(dataclasses.replace(snapshot, alerts=(outage, long)))
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot.press("8")
+        alerts = app.pane("alerts")
+        assert alerts.selected is outage
+        await pilot.press("down")
+        assert alerts.selected is long
+        # The table's Alert column is cut at 80 columns; below it, the whole alert wraps.
+        assert alerts.chosen.plain.splitlines() == [  # type: ignore[attr-defined]
+            f"… {long.summary}",
+            "folded under: redis main is down",
+            "muted by silence 3 until 04:00 (deploy)",
+        ]
 
 
 async def test_text_from_systems_is_shown_literally_and_cannot_reach_the_terminal() -> None:

@@ -60,10 +60,10 @@ class ActivityPane(TablePane):
         self.table.show_rows([(a.key, self.cells(a, view), a) for a in view.snapshot.activity])
         process = self.focused_process()
         tails = tails_of(process, view.snapshot.logs)
-        hint = "  (move in Processes to pick one)"
+        hint = "  (pick a process in Processes)"
         if process is not None and not tails:
             # A process with no error log of its own (often the first row): every log says more than nothing.
-            hint = f"  (none known for {process.name}; move in Processes to pick one)"
+            hint = f"  (none known for {process.name}; pick one in Processes)"
             process, tails = None, list(view.snapshot.logs)
         if not view.snapshot.logs:
             # With no activity either, the pane's banner already says that nothing is watched here.
