@@ -630,6 +630,10 @@ def test_a_dropped_terminal_ends_the_dashboard_cleanly(tmp_path: Path) -> None:
 def test_sigterm_ends_the_dashboard_cleanly(tmp_path: Path) -> None:
     code, _ = run_in_a_terminal(tmp_path, then="terminate")
     assert code == 143
+    # With no daemon the TUI delivers the alerts: what it logs about that is kept, in a file (never on the
+    # screen Textual draws on) that goes through the secret redactor like every other log.
+    (log,) = tmp_path.rglob("tui.log")
+    assert "no [telegram] token and chat_id: alerts are evaluated and shown, but not sent" in log.read_text()
 
 
 def test_without_a_terminal_the_dashboard_refuses_to_start(tmp_path: Path) -> None:
