@@ -13,7 +13,7 @@ from opstui.units import format_age, format_duration
 _STATE_WORDS = {
     LockState.HELD: "held",
     LockState.FREE: "free",
-    LockState.STALE: "stale (expired)",
+    LockState.STALE: "stale",  # "Expires in" says since when: "expired 2m ago"
     LockState.UNEXPECTED: "unexpected holder",
 }
 
