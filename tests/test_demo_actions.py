@@ -16,6 +16,7 @@ from opstui.config import load_config
 from opstui.demo import DemoWorld
 from opstui.demo.backend import LOCK_KEY, QUEUE_KEY
 from opstui.model import LockState
+from opstui.state import StateStore
 from opstui.tui import AlertingEngine, action_commands_for
 from opstui.tui.app import OpsApp
 from opstui.tui.cells import KeyedTable
@@ -63,7 +64,8 @@ async def test_restart_move_and_release_from_the_keyboard_land_in_opstui_audit()
         )
         config = load_config(world.config_path)
         feed = AlertingEngine(config)
-        actions, commands = action_commands_for(config, feed)
+        store = StateStore.in_dir(config.state_dir())
+        actions, commands = action_commands_for(config, feed, store)
         app = OpsApp(config, feed=feed, commands=commands, actions=actions, theme="opstui-dark")
         async with app.run_test(size=(80, 24)) as pilot:
             await until(
@@ -91,6 +93,7 @@ async def test_restart_move_and_release_from_the_keyboard_land_in_opstui_audit()
                 "queue-move",
                 "restart",
             ]
+        store.close()
         assert world.postgres.psql("SELECT count(*) FROM batch_locks WHERE instance_id LIKE '%/4242'").strip() == "0"
 
         audit = await asyncio.create_subprocess_exec(

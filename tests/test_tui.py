@@ -18,8 +18,9 @@ import pytest
 from textual.message import Message
 
 from opstui.config import Config, load_config
+from opstui.demo.servers import EmbeddedPostgres
 from opstui.errors import ConfigError
-from opstui.model import LockInfo, LockState, ProcessInfo, SourceStatus
+from opstui.model import ActivityInfo, AlertInfo, Level, LockInfo, LockState, ProcessInfo, QueueInfo, SourceStatus
 from opstui.tui.app import CommandOutcome, OpsApp
 from opstui.tui.cells import STALE, KeyedTable, Lines, trend
 from opstui.tui.commands import Command
@@ -107,6 +108,24 @@ async def test_pause_stops_updates_and_resume_shows_the_latest() -> None:
         assert "PAUSED" not in app.dashboard.header.right.plain
 
 
+async def test_a_queue_whose_depth_cannot_be_read_shows_a_question_mark_and_why() -> None:
+    snapshot = sample_snapshot()
+    wrong = QueueInfo(
+        key="postgres/wrongtype",
+        name="wrongtype",
+        kind="list",
+        depth=None,
+        source="postgres",
+        error="wrongtype is a hash, not a list",
+    )
+    app = sample_app(dataclasses.replace(snapshot, queues=(wrong,)))
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot.press("2")
+        depth = table(app, "queues").column_text("depth")[0]
+        assert depth.endswith(" ?") and "None" not in depth
+        assert table(app, "queues").column_text("parts") == ["wrongtype is a hash, not a list"]
+
+
 async def test_a_failing_source_shows_its_error_and_the_age_of_its_last_value() -> None:
     app = sample_app()
     async with app.run_test(size=SMALL) as pilot:
@@ -126,7 +145,13 @@ async def test_a_source_that_never_worked_says_so_instead_of_an_age() -> None:
     snapshot = sample_snapshot()
     sources = dict(snapshot.sources)
     sources["pm2"] = SourceStatus(
-        name="pm2", kind="pm2", ok=False, checked_at=NOW - 1, error="pm2 rpc.sock: no such file", last_ok_at=None
+        name="pm2",
+        kind="pm2",
+        ok=False,
+        checked_at=NOW - 1,
+        error="pm2 rpc.sock: no such file",
+        last_ok_at=None,
+        provides=frozenset({"processes", "logs"}),
     )
     app = sample_app(dataclasses.replace(snapshot, sources=MappingProxyType(sources), processes=(), logs=()))
     async with app.run_test(size=SMALL) as pilot:
@@ -134,6 +159,43 @@ async def test_a_source_that_never_worked_says_so_instead_of_an_age() -> None:
         banner = app.pane("processes").banner.plain
         assert banner == "✖ pm2: pm2 rpc.sock: no such file · no good value yet"
         assert "undefined" not in banner and "never ago" not in banner
+
+
+async def test_a_database_that_never_let_us_in_says_why_where_its_lock_would_be(
+    postgres_server: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    """Not "no lock is watched: add a lock to the config" while the config is right and the password wrong."""
+    postgres_server.psql(
+        "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'tui_locked_out') THEN "
+        "CREATE ROLE tui_locked_out LOGIN PASSWORD 'right-horse-battery'; END IF; END $$"
+    )
+    hba = postgres_server.data / "pg_hba.conf"
+    if "tui_locked_out" not in hba.read_text():
+        hba.write_text("host all tui_locked_out 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
+        postgres_server.psql("SELECT pg_reload_conf()")
+    dsn = f"postgresql://tui_locked_out:wrong-staple@127.0.0.1:{postgres_server.port}/postgres"
+    config = Config.model_validate(
+        {
+            "general": {"instance": "bot-vps-1", "timezone": "UTC", "state_dir": str(tmp_path)},
+            "host": {"enabled": False},
+            "postgres": [{"name": "crm", "dsn": dsn, "locks": [{"name": "daily_batch", "key": "daily_batch"}]}],
+        }
+    )
+    app = OpsApp(config, host="vps-1", presence=lambda: None, themes=load_themes([shipped_themes_dir()]))
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot.press("4")
+        locks = app.pane("locks")
+        for _ in range(100):  # the first read happens as the engine starts; give it up to 10 s
+            if locks.banner.plain.startswith("✖"):
+                break
+            await pilot.pause(0.1)
+        assert locks.banner.plain == (
+            f"✖ postgres crm: password authentication failed for user tui_locked_out at 127.0.0.1:"
+            f"{postgres_server.port} · no good value yet"
+        )
+        assert "wrong-staple" not in locks.banner.plain
+        await pilot.press("2")  # this database has no queues configured: that pane still says so
+        assert app.pane("queues").banner.plain.startswith("No queues are watched")
 
 
 async def test_the_cursor_stays_on_its_row_when_rows_are_added_and_removed() -> None:
@@ -192,6 +254,97 @@ async def test_the_dashboard_starts_on_the_process_in_the_worst_state_and_shows_
         assert "whatsapp session closed" not in logs  # that is the api's log
         await pilot.press("1", "up", "7")
         assert "whatsapp session closed" in app.pane("activity").log_lines.plain  # type: ignore[attr-defined]
+
+
+async def test_a_report_run_still_sending_is_not_called_a_mismatch_until_it_settles() -> None:
+    snapshot = sample_snapshot()
+    sending = dataclasses.replace(snapshot.dispatch[0], processed=8, sent=4, failed=0, last_event_at=NOW - 15)
+    app = sample_app(dataclasses.replace(snapshot, dispatch=(sending,)), refresh="200ms")
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot.press("5")
+        assert table(app, "dispatch").column_text("verdict") == ["… sending"]
+        assert app.pane_states()["dispatch"].level is Level.OK
+        assert "unaccounted" not in app.pane("dispatch").note.plain
+        # The alert rules' `settle` (60 s) after its last line, the run is judged.
+        feed_of(app).change(dispatch=(dataclasses.replace(sending, last_event_at=NOW - 61),))
+        await pilot.pause(0.6)
+        assert table(app, "dispatch").column_text("verdict") == ["✖ MISMATCH"]
+        assert app.pane_states()["dispatch"].level is Level.CRITICAL
+        assert "4 unaccounted for" in app.pane("dispatch").note.plain
+
+
+async def test_activity_is_judged_by_the_alert_rule_with_its_default_limit() -> None:
+    snapshot = sample_snapshot()
+    unlimited = ActivityInfo(key="orders", name="last order", source="postgres", last_at=NOW - 1200)
+    unreadable = ActivityInfo(
+        key="sync", name="last sync", source="postgres", last_at=None, error="column synced_at does not exist"
+    )
+    app = sample_app(dataclasses.replace(snapshot, activity=(unlimited, unreadable)))
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot.press("7")
+        activity = table(app, "activity")
+        # No max_age of its own: alerts.inactive.max_age (15m) applies, here and in the alert.
+        assert activity.column_text("limit") == ["15m", "15m"]
+        assert activity.column_text("last") == ["▲ 20m ago", "▲ never"]
+        assert activity.column_text("detail")[1] == "column synced_at does not exist"
+        assert app.pane_states()["activity"].level is Level.WARNING
+
+
+async def test_a_process_without_an_error_log_shows_every_log_and_says_how_to_pick_one() -> None:
+    app = sample_app()
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot.pause()
+        processes = table(app, "processes")
+        processes.move_cursor(row=processes.get_row_index("pm2:batch"))
+        await pilot.press("7")
+        pane = app.pane("activity")
+        title = pane.log_title.plain  # type: ignore[attr-defined]
+        assert title == "Latest errors of every process  (none known for batch; pick one in Processes)"
+        logs = pane.log_lines.plain  # type: ignore[attr-defined]
+        assert "ECONNREFUSED 127.0.0.1:6380" in logs and "whatsapp session closed" in logs
+
+
+async def test_telegram_retrying_is_said_in_the_health_pane_not_just_ok() -> None:
+    from opstui.notify.sender import DeliveryStatus, delivery_check
+
+    failing = DeliveryStatus(ok=False, problem="cannot reach 127.0.0.1:9", since=NOW - 30)
+    check = delivery_check(failing, 3, NOW - 30, now=NOW)
+    assert check is not None and check.level is Level.OK  # within the grace period: no alert yet
+    app = sample_app(dataclasses.replace(sample_snapshot(), checks=(check,)))
+    async with app.run_test(size=LARGE) as pilot:
+        await pilot.pause()
+        health = table(app, "health")
+        assert (
+            health.column_text("detail")[-1] == "Telegram retrying: cannot reach 127.0.0.1:9; 3 notifications waiting"
+        )
+
+
+async def test_the_alert_under_the_cursor_is_shown_in_full_below_the_table() -> None:
+    snapshot = sample_snapshot()
+    outage = dataclasses.replace(snapshot.alerts[0], key="source:redis main", summary="redis main is down")
+    long = AlertInfo(
+        key="queue:incoming",
+        rule="queue_depth",
+        level=Level.CRITICAL,
+        state="silenced",
+        summary="queue incoming has 162 waiting (limit 150), the oldest job waiting for 14 minutes",
+        since=NOW - 240,
+        cause="source:redis main",
+        muted_by="silence 3 until 04:00 (deploy)",
+    )
+    app = sample_app(dataclasses.replace(snapshot, alerts=(outage, long)))
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot.press("8")
+        alerts = app.pane("alerts")
+        assert alerts.selected is outage
+        await pilot.press("down")
+        assert alerts.selected is long
+        # The table's Alert column is cut at 80 columns; below it, the whole alert wraps.
+        assert alerts.chosen.plain.splitlines() == [  # type: ignore[attr-defined]
+            f"… {long.summary}",
+            "folded under: redis main is down",
+            "muted by silence 3 until 04:00 (deploy)",
+        ]
 
 
 async def test_text_from_systems_is_shown_literally_and_cannot_reach_the_terminal() -> None:
@@ -477,6 +630,10 @@ def test_a_dropped_terminal_ends_the_dashboard_cleanly(tmp_path: Path) -> None:
 def test_sigterm_ends_the_dashboard_cleanly(tmp_path: Path) -> None:
     code, _ = run_in_a_terminal(tmp_path, then="terminate")
     assert code == 143
+    # With no daemon the TUI delivers the alerts: what it logs about that is kept, in a file (never on the
+    # screen Textual draws on) that goes through the secret redactor like every other log.
+    (log,) = tmp_path.rglob("tui.log")
+    assert "no [telegram] token and chat_id: alerts are evaluated and shown, but not sent" in log.read_text()
 
 
 def test_without_a_terminal_the_dashboard_refuses_to_start(tmp_path: Path) -> None:

@@ -40,13 +40,23 @@ MiB = 1024 * 1024
 GiB = 1024 * MiB
 
 
-def ok(name: str, kind: str, age: float = 1.0) -> SourceStatus:
-    return SourceStatus(name=name, kind=kind, ok=True, checked_at=NOW - age, last_ok_at=NOW - age, duration_ms=4.0)
+def ok(name: str, kind: str, provides: set[str], age: float = 1.0) -> SourceStatus:
+    return SourceStatus(
+        name=name,
+        kind=kind,
+        ok=True,
+        checked_at=NOW - age,
+        last_ok_at=NOW - age,
+        duration_ms=4.0,
+        provides=frozenset(provides),
+    )
 
 
-def failed(name: str, kind: str, error: str, last_ok_age: float | None) -> SourceStatus:
+def failed(name: str, kind: str, provides: set[str], error: str, last_ok_age: float | None) -> SourceStatus:
     last = None if last_ok_age is None else NOW - last_ok_age
-    return SourceStatus(name=name, kind=kind, ok=False, checked_at=NOW - 1, last_ok_at=last, error=error)
+    return SourceStatus(
+        name=name, kind=kind, ok=False, checked_at=NOW - 1, last_ok_at=last, error=error, provides=frozenset(provides)
+    )
 
 
 def series(values: list[float], step: float = 2.0) -> tuple[tuple[float, float], ...]:
@@ -57,12 +67,14 @@ def series(values: list[float], step: float = 2.0) -> tuple[tuple[float, float],
 def sample_snapshot() -> Snapshot:
     """Every part of the model, with something wrong in most panes, as at 3 a.m."""
     sources = {
-        "host": ok("host", "host"),
-        "pm2": ok("pm2", "pm2", age=0.4),
-        "redis main": failed("redis main", "redis", "connection refused at 127.0.0.1:6380", last_ok_age=125),
-        "postgres": ok("postgres", "postgres", age=2),
-        "dispatch log": ok("dispatch log", "dispatch", age=3),
-        "api health": ok("api health", "http", age=1.5),
+        "host": ok("host", "host", {"host"}),
+        "pm2": ok("pm2", "pm2", {"processes", "logs"}, age=0.4),
+        "redis main": failed(
+            "redis main", "redis", {"queues", "redis_memory"}, "connection refused at 127.0.0.1:6380", last_ok_age=125
+        ),
+        "postgres": ok("postgres", "postgres", {"queues", "locks"}, age=2),
+        "dispatch log": ok("dispatch log", "dispatch", {"dispatch"}, age=3),
+        "api health": ok("api health", "health", {"health"}, age=1.5),
     }
     processes = (
         ProcessInfo(

@@ -138,6 +138,8 @@ def _jsonable(value: Any) -> Any:
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_jsonable(v) for v in value]
+    if isinstance(value, frozenset):  # a source's `provides`
+        return sorted(_jsonable(v) for v in value)
     if isinstance(value, float):
         return _round(value)
     return value

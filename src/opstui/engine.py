@@ -94,7 +94,8 @@ class Engine:
         self._subscribers: list[Subscriber] = []
         self._facts: dict[str, Facts] = {}
         self._status: dict[str, SourceStatus] = {
-            s.name: SourceStatus(name=s.name, kind=s.kind, ok=False, error="not read yet") for s in self.sources
+            s.name: SourceStatus(name=s.name, kind=s.kind, ok=False, error="not read yet", provides=s.provides)
+            for s in self.sources
         }
         self._sequence = 0
         self._snapshot = self._build()
@@ -217,6 +218,7 @@ class Engine:
             status = SourceStatus(
                 name=source.name,
                 kind=source.kind,
+                provides=source.provides,
                 ok=True,
                 checked_at=now,
                 last_ok_at=now,
@@ -230,6 +232,7 @@ class Engine:
             status = SourceStatus(
                 name=source.name,
                 kind=source.kind,
+                provides=source.provides,
                 ok=False,
                 checked_at=now,
                 last_ok_at=previous.last_ok_at if previous else None,

@@ -41,6 +41,9 @@ class SourceStatus:
     duration_ms: float | None = None
     detail: str | None = None
     """How the source read its system when that matters, e.g. `pm2 rpc.sock` or `pm2 jlist (fallback)`."""
+    provides: frozenset[str] = frozenset()
+    """The `Facts` sections the source fills (`queues`, `locks` ...), known before its first good read: a
+    server that never answered is still shown, with its error, where its queues and locks would be."""
 
     def age(self, now: float) -> float | None:
         """Seconds since the last good value, or None if there never was one."""

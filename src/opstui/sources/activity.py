@@ -22,6 +22,7 @@ LOOK_BACK_LINES = 200
 
 class LogActivitySource(Source):
     kind = "activity"
+    provides = frozenset({"activity"})
 
     def __init__(self, config: LogActivityConfig) -> None:
         super().__init__(f"activity {config.name}", interval=config.interval, timeout=config.timeout)

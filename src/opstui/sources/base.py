@@ -15,6 +15,11 @@ from opstui.model import Facts
 T = TypeVar("T")
 
 
+def sections(**configured: object) -> frozenset[str]:
+    """The `Facts` sections whose config is set: `sections(queues=[...], locks=[])` is {"queues"}."""
+    return frozenset(name for name, config in configured.items() if config)
+
+
 class Source(abc.ABC):
     """One reader of one system. `collect` may raise: the engine turns any error into a status, never a crash.
 
@@ -23,6 +28,9 @@ class Source(abc.ABC):
     """
 
     kind: ClassVar[str]
+    provides: frozenset[str] = frozenset()
+    """The `Facts` sections this source fills (field names of `Facts`); a source whose sections depend on its
+    config (Redis, PostgreSQL) sets its own in `__init__`."""
 
     def __init__(self, name: str, *, interval: float, timeout: float) -> None:
         self.name = name

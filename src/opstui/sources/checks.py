@@ -21,6 +21,7 @@ class BackupSource(Source):
     """The newest file matching a glob must be younger than `max_age` (and at least `min_size` bytes)."""
 
     kind = "backup"
+    provides = frozenset({"checks"})
 
     def __init__(
         self,
@@ -107,6 +108,7 @@ class EnvSource(Source):
     """
 
     kind = "env"
+    provides = frozenset({"checks"})
 
     def __init__(
         self, env_name: str, *, required: Sequence[str], file: Path | None = None, interval: float, timeout: float

@@ -156,6 +156,7 @@ class RunCount:
 
 class DispatchLogSource(Source):
     kind = "dispatch"
+    provides = frozenset({"dispatch"})
 
     def __init__(self, config: DispatchLogConfig) -> None:
         super().__init__(f"dispatch {config.name}", interval=config.interval, timeout=config.timeout)

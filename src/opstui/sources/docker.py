@@ -71,6 +71,7 @@ class DockerSource(Source):
     """Containers of one Docker engine: those named in `containers`, or every container when none is named."""
 
     kind = "docker"
+    provides = frozenset({"processes"})
 
     def __init__(
         self,

@@ -15,6 +15,7 @@ from opstui.sources.base import Source
 
 class HostSource(Source):
     kind = "host"
+    provides = frozenset({"host"})
 
     def __init__(self, name: str = "host", *, interval: float, timeout: float, top_processes: int) -> None:
         super().__init__(name, interval=interval, timeout=timeout)

@@ -149,6 +149,7 @@ def _chain(exc: BaseException) -> list[BaseException]:
 
 class HealthSource(HttpSource):
     kind = "health"
+    provides = frozenset({"health"})
 
     def __init__(self, config: HealthConfig) -> None:
         super().__init__(
@@ -392,6 +393,7 @@ def sum_selected(text: str, selectors: Sequence[Selector]) -> dict[Selector, flo
 
 class PrometheusSource(HttpSource):
     kind = "prometheus"
+    provides = frozenset({"checks"})
 
     def __init__(self, config: PrometheusConfig) -> None:
         super().__init__(f"prometheus {config.name}", config.url, interval=config.interval, timeout=config.timeout)

@@ -79,6 +79,7 @@ class LogSource(Source):
     """One configured log file (`[[logs]]`): its last error lines, as a `LogTail`."""
 
     kind = "logs"
+    provides = frozenset({"logs"})
 
     def __init__(
         self,

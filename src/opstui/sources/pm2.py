@@ -207,6 +207,7 @@ class PM2Source(Source):
     """The processes of one PM2 daemon (one PM2_HOME), with their error-log tails."""
 
     kind = "pm2"
+    provides = frozenset({"processes", "logs"})
 
     def __init__(
         self,

@@ -29,7 +29,7 @@ from opstui.config.data import (
 )
 from opstui.errors import SourceError, SourceTimeout, SourceUnavailable
 from opstui.model import ActivityInfo, DispatchInfo, Facts, LockInfo, LockState, QueueInfo
-from opstui.sources.base import Source
+from opstui.sources.base import Source, sections
 from opstui.units import format_duration, parse_time
 
 
@@ -300,6 +300,9 @@ class PostgresSource(Source):
         ]
         self.readers += [ActivityReader(name, a) for a in config.activity]
         self.readers += [DispatchReader(name, d) for d in config.dispatch]
+        self.provides = sections(
+            queues=config.queues, locks=config.locks, activity=config.activity, dispatch=config.dispatch
+        )
         self._conn: Any = None
         self._utc_offset = 0.0
 

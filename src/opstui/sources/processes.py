@@ -56,6 +56,7 @@ class ProcessesSource(Source):
     """Watched processes of this host, all found with at most one sweep of the process table per tick."""
 
     kind = "processes"
+    provides = frozenset({"processes"})
 
     def __init__(self, name: str = "processes", *, watch: Sequence[Watched], interval: float, timeout: float) -> None:
         super().__init__(name, interval=interval, timeout=timeout)

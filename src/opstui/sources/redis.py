@@ -34,7 +34,7 @@ from opstui.sources._resp import (
     SetupRefused,
     encode,
 )
-from opstui.sources.base import Source
+from opstui.sources.base import Source, sections
 from opstui.sources.redis_queues import Command, Layout, Replies, describe_errors, key_of, layout_for
 from opstui.units import format_duration, parse_time
 
@@ -285,6 +285,13 @@ class RedisSource(Source):
         self.readers += [LockReader(name, lock) for lock in config.locks]
         self.readers += [ActivityReader(name, activity) for activity in config.activity]
         self.readers += [CounterReader(name, counters) for counters in config.dispatch]
+        self.provides = sections(
+            queues=config.queues,
+            redis_memory=config.memory,
+            locks=config.locks,
+            activity=config.activity,
+            dispatch=config.dispatch,
+        )
         self._connection: Connection | None = None
         self._encoded: dict[Command, bytes] = {}
 

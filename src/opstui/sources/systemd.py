@@ -110,6 +110,7 @@ class SystemdSource(Source):
     """Configured units of one systemd manager (the system's, or the user's with `user = true`)."""
 
     kind = "systemd"
+    provides = frozenset({"processes"})
 
     def __init__(
         self,

@@ -54,25 +54,33 @@ def run_tui(config: Config, *, theme: str | None = None, demo: Path | None = Non
     CPU forever, so it refuses to start instead (after the config's `tui.keys` were checked, so that a
     mistake there is reported first).
     """
+    from opstui.logs import setup_logging
+    from opstui.state import StateStore
     from opstui.tui.app import OpsApp
 
     feed = AlertingEngine(config)
-    actions, commands = action_commands_for(config, feed)
-    app = OpsApp(config, feed=feed, theme=theme, demo=demo, commands=commands, actions=actions)
-    if not (sys.stdin.isatty() and sys.stderr.isatty()):
-        raise OpsError("the dashboard needs an interactive terminal; for scripts use `opstui check`")
-    app.run()
+    store = StateStore.in_dir(config.state_dir())
+    try:
+        actions, commands = action_commands_for(config, feed, store)
+        app = OpsApp(config, feed=feed, theme=theme, demo=demo, commands=commands, actions=actions)
+        if not (sys.stdin.isatty() and sys.stderr.isatty()):
+            raise OpsError("the dashboard needs an interactive terminal; for scripts use `opstui check`")
+        # With no daemon, this TUI fires, resolves and delivers the alerts: their log must be kept and
+        # redacted, and must not reach the screen Textual draws on.
+        setup_logging(file=config.state_dir() / "tui.log")
+        app.run()
+    finally:
+        store.close()
     return app.return_code or 0
 
 
-def action_commands_for(config: Config, feed: Any) -> tuple[Any, list[Any]]:
+def action_commands_for(config: Config, feed: Any, store: Any) -> tuple[Any, list[Any]]:
     """The config's actions (and the built-ins) over the feed's snapshots, as the person at this terminal,
-    with the commands that run them and the one that silences an alert."""
+    with the commands that run them and the one that silences an alert; both keep their records in `store`
+    (the state database, which the caller closes)."""
     from opstui.actions import Actions, Actor
-    from opstui.state import StateStore
     from opstui.tui.actions import action_commands, silence_command
 
-    store = StateStore.in_dir(config.state_dir())
     actions = Actions.from_config(config, store=store, snapshot=lambda: feed.snapshot)
     actor = Actor.local("tui")
     return actions, [*action_commands(actions, actor), silence_command(store, actor)]

@@ -170,6 +170,8 @@ class OpsApp(App[int]):
         self.latest = feed.snapshot
         self.paused_at: float | None = None
         self.presence = Presence(None)
+        self._presence_store: Any = None
+        """The state database the daemon's presence is read from, opened on the first read; closed on unmount."""
         self._read_presence = presence or self._presence_from_state_store()
         self._unsubscribe: Callable[[], None] | None = None
         self._full_layout = False
@@ -255,6 +257,9 @@ class OpsApp(App[int]):
                 await asyncio.wait_for(self.actions.close(), timeout=STOP_BUDGET)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.feed.stop(), timeout=STOP_BUDGET)
+        await self.workers.wait_for_complete()  # a presence read still going must not race the close
+        if self._presence_store is not None:
+            self._presence_store.close()
 
     def _watch_terminal(self) -> None:
         """Leave cleanly when the terminal goes away: Textual handles neither SIGHUP nor a dead stdin.
@@ -291,16 +296,13 @@ class OpsApp(App[int]):
         self.exit(return_code=code)
 
     def _presence_from_state_store(self) -> Callable[[], DaemonPresence | None]:
-        store: Any = None
-
         def read() -> DaemonPresence | None:
-            nonlocal store
             from opstui.daemon import read_presence
             from opstui.state import StateStore
 
-            if store is None:
-                store = StateStore.in_dir(self.config.state_dir())
-            return read_presence(store)
+            if self._presence_store is None:
+                self._presence_store = StateStore.in_dir(self.config.state_dir())
+            return read_presence(self._presence_store)
 
         return read
 

@@ -24,11 +24,12 @@ if TYPE_CHECKING:
 FULL_SIZE = (120, 40)
 """From this many columns and rows every pane shows at once; below, one pane at a time with a tab bar."""
 COLUMNS = (
-    ("left", ("processes", "queues", "locks", "dispatch", "activity")),
-    ("right", ("memory", "health", "alerts", "actions")),
+    ("left", ("processes", "queues", "alerts", "activity")),
+    ("right", ("memory", "health", "locks", "dispatch", "actions")),
 )
-"""Where each pane sits at full size: the wide tables on the left, the narrower summaries and the recovery
-actions' runs on the right. A new pane is placed by adding its id here."""
+"""Where each pane sits at full size: the wide tables, the alerts' sentences and the log lines on the left,
+the narrower tables and summaries and the recovery actions' runs on the right. A new pane is placed by
+adding its id here."""
 
 
 class Dashboard(Screen[None], inherit_bindings=False):
@@ -77,6 +78,8 @@ class Dashboard(Screen[None], inherit_bindings=False):
         if event.data_table.id == "table-processes":
             # The logs pane shows the errors of the process under this cursor.
             self.ops.render_pane("activity")
+        elif event.data_table.id == "table-alerts":
+            self.ops.render_pane("alerts")  # the alert under the cursor, in full
 
 
 class HelpScreen(ModalScreen[None]):

@@ -41,12 +41,12 @@ def assign_sources(
 
     A pane shows the sources of the items it shows, and keeps showing them after they fail (they are
     remembered from earlier snapshots: a failed source may have no items left). A source that never
-    produced anything is placed by its kind; one of an unknown kind is shown only in the alerts pane's
-    source list, which lists every source.
+    produced anything is placed by what it provides (its config's queues, locks ...); the alerts pane's
+    source list shows every source.
     """
     assigned: dict[str, set[str]] = {}
     for pane in panes:
         names = pane.source_names(snapshot) | set(remembered.get(pane.pane_id, ()))
-        names |= {s.name for s in snapshot.sources.values() if s.kind in pane.kinds}
+        names |= {s.name for s in snapshot.sources.values() if s.provides & pane.shows}
         assigned[pane.pane_id] = {n for n in names if n in snapshot.sources}
     return {pane_id: frozenset(names) for pane_id, names in assigned.items()}

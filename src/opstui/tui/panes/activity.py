@@ -10,8 +10,8 @@ from textual.containers import VerticalScroll
 
 from opstui.model import ActivityInfo, Level, LogTail, ProcessInfo, Snapshot
 from opstui.tui.cells import STALE, Cell, Lines, level_style, mark
-from opstui.tui.panes.base import TablePane, View
-from opstui.units import format_age
+from opstui.tui.panes.base import TablePane, View, judged
+from opstui.units import format_duration
 
 LOG_LINES = 30
 """Error lines kept on screen per log; the pane scrolls."""
@@ -29,7 +29,7 @@ class ActivityPane(TablePane):
     pane_id = "activity"
     title = "Activity & logs"
     tab_label = "Logs"
-    kinds = frozenset({"activity", "logs", "log"})
+    shows = frozenset({"activity", "logs"})
     nothing_watched = "No activity or error logs are watched: add them to the config."
     columns = (
         ("name", "Activity"),
@@ -54,22 +54,23 @@ class ActivityPane(TablePane):
         return (*snapshot.activity, *snapshot.logs)
 
     def level_of(self, item: Any, view: View) -> Level:
-        if isinstance(item, ActivityInfo) and quiet_too_long(item, view.now):
-            return Level.WARNING
-        return Level.OK
+        return judged(view, activity=(item,)) if isinstance(item, ActivityInfo) else Level.OK
 
     def show_body(self, view: View) -> None:
         self.table.show_rows([(a.key, self.cells(a, view), a) for a in view.snapshot.activity])
         process = self.focused_process()
         tails = tails_of(process, view.snapshot.logs)
-        who = f"of {process.name}" if process is not None else "of every process"
+        hint = "  (pick a process in Processes)"
+        if process is not None and not tails:
+            # A process with no error log of its own (often the first row): every log says more than nothing.
+            hint = f"  (none known for {process.name}; pick one in Processes)"
+            process, tails = None, list(view.snapshot.logs)
         if not view.snapshot.logs:
             # With no activity either, the pane's banner already says that nothing is watched here.
             self.log_title.show([[("No error logs are read.", STALE)]] if view.snapshot.activity else [])
-        elif not tails:
-            self.log_title.show([[(f"No error log known for {process.name if process else '-'}.", STALE)]])
         else:
-            self.log_title.show([[(f"Latest errors {who}", "bold"), ("  (move in Processes to pick one)", STALE)]])
+            who = "every process" if process is None else process.name
+            self.log_title.show([[(f"Latest errors of {who}", "bold"), (hint, STALE)]])
         lines: list[list[Cell]] = []
         for tail in tails:
             style = STALE if view.stale(tail) else ""
@@ -87,12 +88,7 @@ class ActivityPane(TablePane):
         return (
             (a.name, level_style(level, stale=stale, strong=True)),
             (last if level is Level.OK else f"{mark(level)} {last}", style),
-            ("-" if a.max_age is None else format_age(a.max_age), STALE if stale else ""),
-            (a.detail or "", STALE if stale else ""),
+            # The limit the alert rule applies: the activity's own, else alerts.inactive.max_age.
+            (format_duration(a.max_age or view.alerts.inactive.max_age), STALE if stale else ""),
+            (a.error or a.detail or "", style if a.error else STALE if stale else ""),
         )
-
-
-def quiet_too_long(activity: ActivityInfo, now: float) -> bool:
-    if activity.max_age is None:
-        return False
-    return activity.last_at is None or now - activity.last_at > activity.max_age

@@ -27,10 +27,12 @@ class AlertsPane(TablePane):
 
     def __init__(self) -> None:
         super().__init__()
+        self.chosen = Lines(classes="chosen")
         self.sources = Lines(classes="sources")
 
     def compose_body(self) -> ComposeResult:
         yield self.table
+        yield self.chosen
         yield self.sources
 
     def items(self, snapshot: Snapshot) -> Iterable[AlertInfo]:
@@ -48,9 +50,8 @@ class AlertsPane(TablePane):
         firing = a.state == "firing"
         style = status_style(a.level) if firing else STALE
         summary = a.summary if not a.detail else f"{a.summary}: {a.detail}"
-        symbol = mark(a.level) if firing else mark(Level.OK) if a.state == "resolved" else "…"
         return (
-            (f"{symbol} {a.state}", style + (" bold" if firing else "")),
+            (f"{_symbol(a)} {a.state}", style + (" bold" if firing else "")),
             (view.age(a.since), STALE),
             (summary, "" if firing else STALE),
         )
@@ -61,7 +62,31 @@ class AlertsPane(TablePane):
 
     def show_body(self, view: View) -> None:
         super().show_body(view)
+        self.chosen.show(in_full(self.selected, view))
         self.sources.show(source_lines(view))
+
+
+def _symbol(alert: AlertInfo) -> str:
+    if alert.state == "firing":
+        return mark(alert.level)
+    return mark(Level.OK) if alert.state == "resolved" else "…"
+
+
+def in_full(alert: AlertInfo | None, view: View) -> list[list[Cell]]:
+    """The alert under the cursor, wrapped to the pane: the table's Alert column is cut at any width."""
+    if alert is None:
+        return []
+    firing = alert.state == "firing"
+    style = status_style(alert.level) if firing else ""
+    lines: list[list[Cell]] = [[(f"{_symbol(alert)} {alert.summary}", style + " bold")]]
+    if alert.detail:
+        lines.append([(alert.detail, "")])
+    if alert.cause:
+        cause = next((a.summary for a in view.snapshot.alerts if a.key == alert.cause), alert.cause)
+        lines.append([("folded under: ", STALE), (cause, "")])
+    if alert.muted_by:
+        lines.append([("muted by ", STALE), (alert.muted_by, "")])
+    return lines
 
 
 def source_lines(view: View) -> list[list[Cell]]:
@@ -81,7 +106,7 @@ def source_lines(view: View) -> list[list[Cell]]:
             lines.append(
                 [
                     (f"{mark(Level.CRITICAL)} {status.name}", level_style(Level.CRITICAL, strong=True)),
-                    (f"  {status.error}", status_style(Level.CRITICAL)),
+                    (f"  {status.error or 'failed'}", status_style(Level.CRITICAL)),
                     (f"  last good {view.ago(status.last_ok_at)}", STALE),
                 ]
             )

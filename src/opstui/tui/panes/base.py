@@ -16,7 +16,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widget import Widget
 
-from opstui.alerts.rules import Observation, findings, judge
+from opstui.alerts.rules import Observation, findings
 from opstui.config.alerts import AlertsConfig
 from opstui.model import Level, Snapshot, SourceStatus
 from opstui.tui.cells import STALE, Cell, KeyedTable, Lines, mark, status_style
@@ -75,11 +75,24 @@ class PaneState:
 
 def judged(view: View, **section: Any) -> Level:
     """The level the alert rules give these items right now: the screen, the alerts and `check` agree."""
-    return judge(Snapshot(taken_at=view.now, instance="", sources={}, **section), view.alerts)
+    return max((o.level for o in judged_findings(view, **section)), default=Level.OK)
 
 
 def judged_findings(view: View, **section: Any) -> list[Observation]:
-    """What the alert rules call bad in these items right now, each with its summary."""
+    """What the alert rules call bad in these items right now, each with its summary.
+
+    A finding the rules hold (a report run still sending) is no verdict yet: the alerts wait for it, so the
+    screen does too, instead of showing a mismatch in red on every run.
+    """
+    return [o for o in _observed(view, section) if not o.hold]
+
+
+def held(view: View, **section: Any) -> bool:
+    """True when the rules hold their verdict on these items for now (a report run still sending)."""
+    return any(o.hold for o in _observed(view, section))
+
+
+def _observed(view: View, section: dict[str, Any]) -> list[Observation]:
     return findings(Snapshot(taken_at=view.now, instance="", sources={}, **section), view.alerts)
 
 
@@ -90,8 +103,9 @@ class Pane(Vertical):
     title: ClassVar[str]
     tab_label: ClassVar[str]
     """The short name in the tab bar at small sizes."""
-    kinds: ClassVar[frozenset[str]] = frozenset()
-    """Source kinds shown here even before they produced anything (so a source that never worked says so here)."""
+    shows: ClassVar[frozenset[str]] = frozenset()
+    """The `Facts` sections shown here: a source that provides one is shown here even before it produced
+    anything, so a server that never answered says so where its figures would be."""
     nothing_watched: ClassVar[str]
     """What the pane says when no source feeds it, and how to change that."""
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from opstui.model import DispatchInfo, Level, Snapshot
 from opstui.tui.cells import STALE, Cell, level_style, mark
-from opstui.tui.panes.base import TablePane, View, judged
+from opstui.tui.panes.base import TablePane, View, held, judged
 
 
 def mismatch_sentence(d: DispatchInfo) -> str:
@@ -27,7 +27,7 @@ class DispatchPane(TablePane):
     pane_id = "dispatch"
     title = "Dispatch"
     tab_label = "Dispatch"
-    kinds = frozenset({"dispatch", "dispatch-log", "dispatch-sql", "dispatch-redis"})
+    shows = frozenset({"dispatch"})
     nothing_watched = "No report dispatch is watched: add a dispatch log, query or counters to the config."
     columns = (
         ("name", "Report"),
@@ -56,16 +56,23 @@ class DispatchPane(TablePane):
             (str(d.sent), style if d.sent != d.processed else plain),
             (str(d.failed), style if d.failed else plain),
             (view.ago(d.run_started_at or d.last_event_at), plain),
-            (
-                f"{mark(level)} MISMATCH" if d.mismatch else f"{mark(Level.OK)} all sent",
-                level_style(level, stale=stale, strong=True) or (STALE if stale else "$status-ok"),
-            ),
+            self.verdict(d, view),
+        )
+
+    def verdict(self, d: DispatchInfo, view: View) -> Cell:
+        stale = view.stale(d)
+        if held(view, dispatch=(d,)):
+            return ("… sending", STALE)
+        level = self.level_of(d, view)
+        return (
+            f"{mark(level)} MISMATCH" if d.mismatch else f"{mark(Level.OK)} all sent",
+            level_style(level, stale=stale, strong=True) or (STALE if stale else "$status-ok"),
         )
 
     def notes(self, view: View) -> list[list[Cell]]:
         lines: list[list[Cell]] = []
         for d in view.snapshot.dispatch:
-            if d.mismatch:
+            if d.mismatch and not held(view, dispatch=(d,)):
                 lines.append([(mismatch_sentence(d), level_style(judged(view, dispatch=(d,))))])
             if d.skipped_lines:
                 plural = "s were" if d.skipped_lines > 1 else " was"

@@ -26,12 +26,13 @@ class HealthPane(TablePane):
     pane_id = "health"
     title = "Health"
     tab_label = "Health"
-    kinds = frozenset({"http", "health", "prometheus", "backup", "env"})
+    shows = frozenset({"health", "checks"})
     nothing_watched = "No health checks: add HTTP endpoints, backups or required env vars to the config."
     columns = (
         ("name", "Check"),
         ("status", "Status"),
         ("latency", "Latency"),
+        ("detail", "Detail"),
     )
 
     def items(self, snapshot: Snapshot) -> Iterable[HealthInfo | CheckInfo]:
@@ -51,12 +52,14 @@ class HealthPane(TablePane):
         plain = STALE if stale else ""
         name: Cell = (item.name, level_style(level, stale=stale, strong=True))
         if isinstance(item, CheckInfo):
-            return (name, (f"{mark(level)} {level.label}", style or "$status-ok"), ("-", plain))
+            # The detail says what an "ok" cannot: "Telegram retrying: cannot reach ...; 3 waiting".
+            detail: Cell = (item.detail or "", style or plain)
+            return (name, (f"{mark(level)} {level.label}", style or "$status-ok"), ("-", plain), detail)
         h: HealthInfo = item
         code = f" {h.status_code}" if h.status_code is not None else ""
         status = f"{mark(level)} {'ok' if h.ok else 'FAIL'}{code}"
         latency = "-" if h.latency_ms is None else f"{h.latency_ms:.0f} ms"
-        return (name, (status, style or "$status-ok"), (latency, plain))
+        return (name, (status, style or "$status-ok"), (latency, plain), (problem(h), style or plain))
 
     def notes(self, view: View) -> list[list[Cell]]:
         """What fails, in words, under the table: the component inside an endpoint, or the check's detail."""

@@ -13,7 +13,7 @@ from opstui.units import format_age, format_duration
 _STATE_WORDS = {
     LockState.HELD: "held",
     LockState.FREE: "free",
-    LockState.STALE: "stale (expired)",
+    LockState.STALE: "stale",  # "Expires in" says since when: "expired 2m ago"
     LockState.UNEXPECTED: "unexpected holder",
 }
 
@@ -30,7 +30,7 @@ class LocksPane(TablePane):
     pane_id = "locks"
     title = "Lock"
     tab_label = "Lock"
-    kinds = frozenset({"lock", "pg-lock", "redis-lock", "advisory-lock"})
+    shows = frozenset({"locks"})
     nothing_watched = "No lock is watched: add a lock (a table, an advisory lock or a Redis key) to the config."
     columns = (
         ("name", "Lock"),

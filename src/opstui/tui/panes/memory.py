@@ -20,7 +20,7 @@ class MemoryPane(Pane):
     pane_id = "memory"
     title = "Memory"
     tab_label = "Memory"
-    kinds = frozenset({"host"})
+    shows = frozenset({"host", "redis_memory"})
     nothing_watched = "Host memory is not watched: [host] enabled = false in the config."
 
     def __init__(self) -> None:

@@ -23,7 +23,7 @@ class ProcessesPane(TablePane):
     pane_id = "processes"
     title = "Processes"
     tab_label = "Processes"
-    kinds = frozenset({"pm2", "systemd", "docker", "process"})
+    shows = frozenset({"processes"})
     nothing_watched = "No processes are watched: add a PM2, systemd, Docker or process source to the config."
     # What matters at 3 a.m. first: on a narrow terminal the last columns are the ones scrolled off.
     columns = (

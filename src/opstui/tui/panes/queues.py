@@ -16,7 +16,7 @@ class QueuesPane(TablePane):
     pane_id = "queues"
     title = "Queues"
     tab_label = "Queues"
-    kinds = frozenset({"redis", "queues", "sql-queue"})
+    shows = frozenset({"queues"})
     nothing_watched = "No queues are watched: add a Redis server with its queues (or a SQL queue) to the config."
     columns = (
         ("name", "Queue"),
@@ -42,10 +42,11 @@ class QueuesPane(TablePane):
         ceiling = max((t for t in (q.warn, q.crit) if t is not None), default=None)
         growth = "-" if q.growth_per_min is None else f"{q.growth_per_min:+.1f}/min"
         growing = q.growth_per_min is not None and q.growth_per_min > 0 and level is not Level.OK
+        depth = "?" if q.depth is None else str(q.depth)  # unknown (see Parts), never "None"
         return (
             (q.name, level_style(level, stale=stale, strong=True)),
             (q.kind, STALE if stale else ""),
-            (str(q.depth) if level is Level.OK else f"{mark(level)} {q.depth}", style),
+            (depth if level is Level.OK else f"{mark(level)} {depth}", style),
             (trend(history, TREND_WIDTH, top=ceiling), style or "$primary"),
             (growth, style if growing or stale else ""),
             (_parts(q), level_style(Level.CRITICAL, stale=stale) if q.error else (STALE if stale else "")),
