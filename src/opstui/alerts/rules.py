@@ -142,7 +142,7 @@ def restart_loop(snapshot: Snapshot, ctx: RuleContext) -> Iterator[Observation]:
             bad=recent >= cfg.restarts or looping,
             level=level,
             summary=summary,
-            detail=f"{proc.manager}, now {proc.status}, {_restarts(proc.restarts_total)}",
+            detail=f"{MANAGED.get(proc.manager, proc.manager)}, now {proc.status}; {_restarts(proc.restarts_total)}",
             source=proc.source,
         )
 
@@ -231,13 +231,14 @@ def queue_growing(snapshot: Snapshot, ctx: RuleContext) -> Iterator[Observation]
     cfg = ctx.config.queue_growing
     for queue in snapshot.queues:
         growth = queue.growth_per_min
+        waiting = "?" if queue.depth is None else queue.depth
         yield Observation(
             key=f"queue_growing:{queue.key}",
             rule="queue_growing",
             subject=queue.name,
             bad=growth is not None and growth >= cfg.min_growth,
             level=_level(cfg.level),
-            summary=f"queue {queue.name} keeps growing: {growth or 0:+.0f}/min, {queue.depth} waiting",
+            summary=f"queue {queue.name} keeps growing: {growth or 0:+.0f}/min, {waiting} waiting",
             source=queue.source,
             hold=growth is None,
         )
