@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import os
 import shlex
 import sys
@@ -515,6 +516,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not hasattr(args, name):
             setattr(args, name, default)
     handler: Callable[[argparse.Namespace], int] = args.handler
+    from opstui.logs import setup_logging
+
+    # Warnings from any command (check, action, notify, silence, ...) go to stderr through the redactor; the
+    # daemon, the report, the demo and the TUI set up their own logging over this.
+    setup_logging(fmt="text", stream=sys.stderr, level=logging.WARNING)
     try:
         return handler(args)
     except ConfigError as exc:
