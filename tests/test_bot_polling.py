@@ -20,6 +20,7 @@ from opstui.daemon import run_daemon
 from opstui.engine import Engine
 from opstui.logs import setup_logging
 from opstui.model import Level
+from opstui.notify.telegram import Failure, TelegramError
 from opstui.state import StateStore
 from telegram_api import NGINX_502, TOKEN, FakeBotAPI
 
@@ -115,6 +116,31 @@ async def test_outages_back_off_and_recover_by_themselves(make_bot, quick_backof
     assert warnings[0].startswith("Telegram bot: getUpdates: Telegram answered HTTP 502 without a JSON body")
     assert len(warnings) <= 2, "one line per kind of trouble, not one per retry"
     assert bot.bot.status.state == "polling"
+
+
+async def test_a_bot_stopped_during_an_outage_calls_telegram_no_more(make_bot, quick_backoff) -> None:  # type: ignore[no-untyped-def]
+    make_bot.api.outage(status=502, html_body=NGINX_502)
+    bot = make_bot()
+    await until(lambda: len(bot.api.calls) >= 3, "a few failed calls")
+    await until(lambda: bot.bot.status.state == "unreachable", "the outage to be noticed")
+    await bot.stop()  # a daemon's SIGTERM, or a reload that changed [telegram] token
+    calls = len(bot.api.calls)
+    await asyncio.sleep(0.5)
+    assert len(bot.api.calls) == calls, "no Telegram call after stop() returned"
+    task = bot.bot._task
+    assert task is not None and task.done() and (task.cancelled() or task.exception() is None)
+
+
+@pytest.mark.parametrize("failures", [7, 1_025, 100_000])
+async def test_the_back_off_of_a_long_outage_stays_at_its_cap(make_bot, caplog, failures: int) -> None:  # type: ignore[no-untyped-def]
+    bot = make_bot(start=False).bot
+    bot.jitter = lambda: 1.0  # the longest wait jitter may pick
+    bot._failures = failures - 1  # e.g. 17 hours of api.telegram.org blocked, at a minute a try
+    bot._stopped.set()  # the wait returns at once: what it would have waited is in the log line
+    outage = TelegramError("getUpdates: cannot reach api.telegram.org", failure=Failure.TRANSIENT)
+    assert await bot._failed(outage) is False, "an outage, however long, is waited out"
+    assert "polling again in 60s" in caplog.text
+    assert bot.status.state == "unreachable"
 
 
 async def test_a_revoked_token_stops_polling_loudly(make_bot, caplog) -> None:  # type: ignore[no-untyped-def]

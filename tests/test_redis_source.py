@@ -373,3 +373,47 @@ def test_rediss_verifies_the_server_against_the_given_ca(redis_server: EmbeddedR
     finally:
         front.close()
         r.delete("queue:tls")
+
+
+def test_rediss_with_a_password_and_a_database_works_every_tick(own_redis: EmbeddedRedis, tmp_path: Path) -> None:
+    # A managed Redis (Upstash, Redis Cloud, ElastiCache with AUTH): TLS 1.3 and a password. The server's session
+    # tickets arrive right after the handshake, while AUTH and SELECT are on their way.
+    admin = redis.Redis(port=own_redis.port, db=2)
+    admin.lpush("queue:tls", *range(4))
+    admin.config_set("requirepass", "p@ss:w/rd#?%x")
+    front = TlsTerminator(("127.0.0.1", own_redis.port), tmp_path)
+    url = f"rediss://:p%40ss%3Aw%2Frd%23%3F%25x@localhost:{front.port}/2?ssl_ca_certs={front.ca_file}"
+    try:
+        for _ in range(8):  # each a daemon start: a fresh source, then a few ticks
+            facts = collect(source(url, queues=[{"name": "tls", "key": "queue:tls"}]), times=3)
+            assert facts.queues[0].depth == 4 and facts.queues[0].error is None
+        assert len(front.sockets) == 2 * 8, "one TLS connection per source, kept from tick to tick"
+        before, after = ticks_across_a_dropped_connection(url, admin, settle=0.3)
+        assert before.queues[0].depth == after.queues[0].depth == 4
+        assert len(front.sockets) == 2 * 10, "the dropped connection was noticed and replaced"
+    finally:
+        front.close()
+
+
+def test_a_connection_the_server_dropped_is_replaced_without_losing_a_tick(own_redis: EmbeddedRedis) -> None:
+    admin = redis.Redis(port=own_redis.port)
+    admin.lpush("queue:tls", *range(4))  # an idle timeout, a restart behind a proxy
+    before, after = ticks_across_a_dropped_connection(own_redis.url, admin)
+    assert before.queues[0].depth == after.queues[0].depth == 4 and after.queues[0].error is None
+
+
+def ticks_across_a_dropped_connection(url: str, admin: redis.Redis, settle: float = 0.0) -> tuple[Facts, Facts]:
+    """Two ticks of one source, the server closing its connection between them."""
+    src = source(url, queues=[{"name": "tls", "key": "queue:tls"}])
+
+    async def run() -> tuple[Facts, Facts]:
+        try:
+            first = await src.collect()
+            admin.client_kill_filter(_type="normal", skipme=True)
+            # The TLS front passes the close on from its own thread: give it a moment, as the tick interval would.
+            await asyncio.sleep(settle)
+            return first, await src.collect()
+        finally:
+            await src.close()
+
+    return asyncio.run(run())

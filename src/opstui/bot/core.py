@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -183,6 +184,7 @@ class CommandBot:
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._task = loop.create_task(self.run(), name="telegram bot")
+        self._task.add_done_callback(self._polling_ended)
         self._sweeper = loop.create_task(self._sweep(), name="telegram bot confirmations")
 
     async def stop(self, budget: float = 2.0) -> None:
@@ -214,29 +216,41 @@ class CommandBot:
         self._detach()
         await self.api.aclose()
 
+    def _polling_ended(self, task: asyncio.Task[None]) -> None:
+        # `run` survives every error of one poll; should the back-off itself fail, say so where people look
+        # instead of leaving a bot that answers nothing and a traceback only when the task is collected.
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("the Telegram bot stopped polling after an error inside opstui (restart opstui)", exc_info=exc)
+
     async def run(self) -> None:
-        """Poll and answer until stopped; returns only when Telegram refuses the token."""
-        while True:
-            if not self.is_leader():
-                await self._stand_by()
-                continue
+        """Poll and answer until stopped; returns earlier only when Telegram refuses the token."""
+        # The loop asks `_stopped` itself: `stop()` cancels this task, but on Python 3.11 `asyncio.wait_for` drops a
+        # cancellation that arrives just as the wait it guards ends (CPython gh-86296), and a back-off wait ends at
+        # once when `_stopped` is set, so a cancelled bot would otherwise keep calling Telegram.
+        while not self._stopped.is_set():
             try:
-                if not self._ready:
-                    await self._prepare()
-                updates = await self._poll()
-            except TelegramError as exc:
-                if await self._failed(exc):
+                if await self._poll_and_answer():
                     return
-                continue
             except Exception as exc:  # a state database that refuses, a bug: never the end of polling
                 log.exception("the Telegram bot's polling failed")
                 await self._failed(TelegramError(f"polling failed inside opstui: {exc}", failure=Failure.TRANSIENT))
-                continue
-            if updates is None:
-                continue
+
+    async def _poll_and_answer(self) -> bool:
+        """One long poll and the answers to what it brought; True when polling must stop for good."""
+        if not self.is_leader():
+            await self._stand_by()
+            return False
+        try:
+            if not self._ready:
+                await self._prepare()
+            updates = await self._poll()
+        except TelegramError as exc:
+            return await self._failed(exc)
+        if updates is not None:
             await self._polled()
             for update in updates:
                 await self._handle(update)
+        return False
 
     # ------------------------------------------------------------------------------------------ polling
 
@@ -345,7 +359,10 @@ class CommandBot:
         if exc.failure is Failure.RATE_LIMITED:
             delay = min(exc.retry_after or BACKOFF_BASE, BACKOFF_CAP)
         else:
-            delay = min(BACKOFF_CAP, base * 2 ** (self._failures - 1)) * (0.5 + 0.5 * self.jitter())
+            # The exponent stops growing once the cap is reached: after ~1,000 failures (17 h of outage at the cap)
+            # 2 ** failures no longer fits in a float.
+            doublings = min(self._failures - 1, math.ceil(math.log2(BACKOFF_CAP / base)))
+            delay = min(BACKOFF_CAP, base * 2**doublings) * (0.5 + 0.5 * self.jitter())
         changed = (state, problem) != (self.status.state, self.status.problem)
         if changed or now - self._last_failure_log >= STILL_FAILING_LOG_EVERY:
             self._last_failure_log = now

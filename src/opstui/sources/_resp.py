@@ -9,7 +9,6 @@ steady state uses (docs/performance.md). An error reply about one command stays 
 
 from __future__ import annotations
 
-import select
 import socket
 import ssl
 from dataclasses import dataclass
@@ -109,21 +108,12 @@ class Connection:
 
     def round_trip(self, payload: bytes, count: int) -> list[Any]:
         """Send `payload` (`count` encoded commands) in one write and read their `count` replies, in order."""
-        if self._sock is not None and select.select([self._sock], [], [], 0)[0]:
-            # Between round trips the server has nothing to say: a kept connection that is readable was closed
-            # by it (a restart, an idle timeout). Start afresh rather than lose this tick to a dead socket.
-            self.close()
+        if self._sock is not None and not self._still_open(self._sock):
+            self.close()  # start afresh rather than lose this tick to a connection the server closed
         if self._sock is None:
             self._sock = self._connect()
         try:
-            self._sock.sendall(payload)
-            return self._read(count)
-        except TimeoutError:
-            self.close()
-            raise NoAnswer("no answer within the timeout") from None
-        except OSError as exc:
-            self.close()
-            raise ConnectionLost(f"connection lost: {exc.strerror or exc}") from None
+            return self._exchange(self._sock, payload, count)
         except BaseException:
             self.close()  # replies may still be on the wire: never reuse this connection
             raise
@@ -132,6 +122,31 @@ class Connection:
         sock, self._sock = self._sock, None
         if sock is not None:
             sock.close()
+
+    def _still_open(self, sock: socket.socket) -> bool:
+        """Whether a kept connection can take the next round trip. Between round trips the server has nothing to
+        say, so anything to read means it closed the connection (a restart, an idle timeout) or is out of step.
+        Only a read tells: a TLS 1.3 server may send session tickets after the handshake, which make the socket
+        readable but which the TLS layer takes for itself."""
+        sock.setblocking(False)
+        try:
+            sock.recv(1)
+        except (BlockingIOError, ssl.SSLWantReadError):
+            return True  # nothing to read, or only a session ticket
+        except OSError:
+            return False
+        finally:
+            sock.settimeout(self.timeout)
+        return False
+
+    def _exchange(self, sock: socket.socket, payload: bytes, count: int) -> list[Any]:
+        try:
+            sock.sendall(payload)
+            return _read(sock, count)
+        except TimeoutError:
+            raise NoAnswer("no answer within the timeout") from None
+        except OSError as exc:
+            raise ConnectionLost(f"connection lost: {exc.strerror or exc}") from None
 
     def _connect(self) -> socket.socket:
         address = self.address
@@ -168,12 +183,14 @@ class Connection:
         if address.db:
             setup.append(("SELECT", str(address.db)))
         if setup:
-            self._sock = sock
-            for reply in self.round_trip(b"".join(encode(cmd) for cmd in setup), len(setup)):
-                if isinstance(reply, ReplyError):
-                    self.close()
-                    raise SetupRefused(str(reply).removeprefix("ERR "))
-            self._sock = None
+            try:
+                # Straight to the new socket, not through `round_trip`: this is its first exchange.
+                for reply in self._exchange(sock, b"".join(encode(cmd) for cmd in setup), len(setup)):
+                    if isinstance(reply, ReplyError):
+                        raise SetupRefused(str(reply).removeprefix("ERR "))
+            except BaseException:
+                sock.close()
+                raise
         return sock
 
     def _tls(self, sock: socket.socket) -> socket.socket:
@@ -187,64 +204,71 @@ class Connection:
             sock.close()
             raise
 
-    def _read(self, count: int) -> list[Any]:
-        """`count` replies from the socket, parsed in one pass over what arrives (most replies are integers)."""
-        assert self._sock is not None
-        sock = self._sock
-        data, pos, out = b"", 0, list[Any]()
-        while len(out) < count:
-            if data[pos : pos + 1] == b":":  # most replies are counts: read them without a call
-                end = data.find(b"\r\n", pos)
-                if end >= 0:
-                    out.append(int(data[pos + 1 : end]))
-                    pos = end + 2
-                    continue
-            try:
-                value, pos = _parse(data, pos)
-            except _Incomplete:
-                chunk = sock.recv(1 << 17)
-                if not chunk:
-                    raise ConnectionLost("connection closed by the server") from None
-                data, pos = data[pos:] + chunk, 0
+
+READ_SIZE = 1 << 17
+"""Bytes asked of the socket at a time (more when a bulk string is known to need more, up to READ_SIZE_CAP)."""
+READ_SIZE_CAP = 1 << 22
+
+
+def _read(sock: socket.socket, count: int) -> list[Any]:
+    """`count` RESP2 replies from `sock`, parsed in one pass over what arrives, in time linear in their size: a
+    reply is never parsed twice (arrays being filled wait on a stack), and a bulk string whose end has not
+    arrived is received whole before parsing goes on. Integers, most replies, are tested for first."""
+    data, pos = b"", 0
+    out: list[Any] = []
+    filling: list[tuple[list[Any], int]] = []  # the arrays being filled, innermost last, with their sizes
+    while len(out) < count:
+        end = data.find(b"\r\n", pos)
+        if end < 0:
+            data, pos = _more(sock, data, pos, len(data) - pos + 1), 0
+            continue
+        kind = data[pos]
+        if kind == 58:  # ":" integer
+            value: Any = int(data[pos + 1 : end])
+            pos = end + 2
+        elif kind == 36:  # "$" bulk string
+            size = int(data[pos + 1 : end])
+            if size < 0:
+                value, pos = None, end + 2
+            elif len(data) < end + size + 4:
+                data, pos = _more(sock, data, pos, end + size + 4 - pos), 0
                 continue
+            else:
+                value, pos = data[end + 2 : end + 2 + size], end + size + 4
+        elif kind == 42:  # "*" array
+            size = int(data[pos + 1 : end])
+            pos = end + 2
+            if size > 0:
+                filling.append(([], size))
+                continue
+            value = None if size < 0 else []
+        elif kind == 43:  # "+" simple string
+            value, pos = data[pos + 1 : end], end + 2
+        elif kind == 45:  # "-" error
+            value, pos = _error(data[pos + 1 : end].decode("utf-8", "replace")), end + 2
+        else:
+            raise ConnectionLost(f"not the Redis protocol (a reply starting with {chr(kind)!r})")
+        while filling:  # the value completes an item, maybe its array, maybe the arrays around it
+            items, size = filling[-1]
+            items.append(value)
+            if len(items) < size:
+                break
+            value = filling.pop()[0]
+        else:
             out.append(value)
-        return out
+    return out
 
 
-class _Incomplete(Exception):
-    """The buffer ends inside a reply: read more from the socket."""
-
-
-def _parse(buf: bytes, pos: int) -> tuple[Any, int]:
-    """One RESP2 reply from `buf` at `pos`: (value, position after it)."""
-    end = buf.find(b"\r\n", pos)
-    if end < 0:
-        raise _Incomplete
-    kind = buf[pos]
-    if kind == 58:  # ":" integer
-        return int(buf[pos + 1 : end]), end + 2
-    if kind == 36:  # "$" bulk string
-        size = int(buf[pos + 1 : end])
-        if size < 0:
-            return None, end + 2
-        stop = end + 2 + size
-        if len(buf) < stop + 2:
-            raise _Incomplete
-        return buf[end + 2 : stop], stop + 2
-    if kind == 42:  # "*" array
-        size = int(buf[pos + 1 : end])
-        if size < 0:
-            return None, end + 2
-        items, at = [], end + 2
-        for _ in range(size):
-            item, at = _parse(buf, at)
-            items.append(item)
-        return items, at
-    if kind == 43:  # "+" simple string
-        return buf[pos + 1 : end], end + 2
-    if kind == 45:  # "-" error
-        return _error(buf[pos + 1 : end].decode("utf-8", "replace")), end + 2
-    raise ConnectionLost(f"not the Redis protocol (a reply starting with {chr(kind)!r})")
+def _more(sock: socket.socket, data: bytes, pos: int, need: int) -> bytes:
+    """What is left of `data` from `pos`, followed by what the socket sends until there are `need` bytes."""
+    chunks, have = [data[pos:]], len(data) - pos
+    while have < need:
+        chunk = sock.recv(min(max(READ_SIZE, need - have), READ_SIZE_CAP))
+        if not chunk:
+            raise ConnectionLost("connection closed by the server")
+        chunks.append(chunk)
+        have += len(chunk)
+    return b"".join(chunks)
 
 
 def _error(message: str) -> ReplyError:
