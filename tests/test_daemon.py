@@ -382,3 +382,17 @@ heartbeat_every = "0.3s"
     )
     result = subprocess.run([sys.executable, "-c", code, str(config)], capture_output=True, text=True, timeout=60)
     assert result.stdout.strip().splitlines()[-1] == "LOADED: True 0", result.stdout + result.stderr
+
+
+def test_a_daemon_that_cannot_start_says_why_in_one_line_and_exits_2(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    config = tmp_path / "opstui.toml"
+    config.write_text(f'[general]\nstate_dir = "{tmp_path / "a-file" / "state"}"\n[daemon]\nlisten = ""\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "opstui", "-c", str(config), "daemon"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    errors = [json.loads(line) for line in result.stdout.splitlines() if '"error"' in line]
+    assert [e["msg"].split(":")[0] for e in errors] == ["the daemon cannot start"]
+    assert "cannot open the state database" in errors[0]["msg"]
+    assert "Traceback" not in result.stdout + result.stderr

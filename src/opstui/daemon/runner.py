@@ -122,6 +122,11 @@ class Daemon:
         try:
             await self._start_unless_stopped()
             await self._stop.wait()
+        except (OpsError, ValueError) as exc:
+            # A state dir it cannot create, a database URL a driver refuses: one line a person can act on, not a
+            # traceback (whose last line may quote the URL it choked on), and an exit status the supervisor sees.
+            log.error("the daemon cannot start: %s", exc)
+            self._status = 2
         finally:
             await self._shutdown()
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
