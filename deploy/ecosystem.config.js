@@ -5,9 +5,9 @@ module.exports = {
   apps: [
     {
       name: "opstui",
-      // The executable uv or pip installed; no Node interpreter for it.
-      script: "/opt/opstui/.venv/bin/opstui",
-      args: "daemon",
+      // A wrapper that reads the secrets from /etc/opstui/env and execs /opt/opstui/.venv/bin/opstui daemon, so
+      // they never pass through PM2's environment (`pm2 env`, ~/.pm2/dump.pm2). No Node interpreter for it.
+      script: "/opt/opstui/deploy/opstui-pm2.sh",
       interpreter: "none",
       cwd: "/opt/opstui",
       autorestart: true,
@@ -23,8 +23,8 @@ module.exports = {
       merge_logs: true,
       out_file: "/var/log/opstui/daemon.log",
       error_file: "/var/log/opstui/daemon.log",
-      // The config; its secrets come from the environment of the shell that runs `pm2 start` (the config reads
-      // ${TELEGRAM_BOT_TOKEN} and the like). Never write a token here: PM2 shows `env` in `pm2 show`.
+      // The config file, which is no secret. Never put a token here or in the shell that runs `pm2 start`:
+      // PM2 keeps both in its environment dump. The config reads ${TELEGRAM_BOT_TOKEN} set by the wrapper.
       env: {
         OPSTUI_CONFIG: "/etc/opstui/opstui.toml",
       },

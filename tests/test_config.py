@@ -147,6 +147,28 @@ def test_bad_config_starts_nothing(write_config, tmp_path: Path) -> None:  # typ
     assert not (tmp_path / "state").exists(), "the daemon created state before the config was valid"
 
 
+@pytest.mark.parametrize(
+    ("toml", "key"),
+    [
+        ('[[redis]]\nurl = "redis://:NotTheRealPw123#x@127.0.0.1:6379/0"\n', "redis[0].url"),
+        ('[[postgres]]\ndsn = "postgresql://app:NotTheRealPw123#x@127.0.0.1:5432/db"\n', "postgres[0].dsn"),
+        ('[daemon.ha]\ndsn = "postgresql://opstui:NotTheRealPw123?x@127.0.0.1:5432/opstui"\n', "daemon.ha.dsn"),
+        # Digits before the '#' read as a port: urllib accepts the URL, which would point at the host "app".
+        ('[[postgres]]\ndsn = "postgresql://app:4821#NotTheRealPw@127.0.0.1:5432/db"\n', "postgres[0].dsn"),
+    ],
+)
+def test_a_password_with_an_unencoded_hash_is_refused_without_quoting_it(write_config, toml: str, key: str) -> None:  # type: ignore[no-untyped-def]
+    path = write_config(toml)
+    result = run_cli("-c", str(path), "daemon")
+    assert result.returncode == 2
+    assert f"opstui: config error: {path}:" in result.stderr
+    assert f": {key}: " in result.stderr
+    assert "must be percent-encoded (# as %23" in result.stderr
+    assert "NotTheRealPw" not in result.stdout + result.stderr
+    assert "4821" not in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_config_show_masks_secrets(write_config) -> None:  # type: ignore[no-untyped-def]
     from opstui.config import Secret, Section
 

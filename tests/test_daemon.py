@@ -295,15 +295,25 @@ async def test_the_endpoint_answers_only_what_it_serves_and_a_silent_client_hold
 
 
 def test_metrics_export_every_declared_figure_grouped_as_prometheus_requires() -> None:
-    from alerting_helpers import START, dispatch, health, host, process, queue, snapshot
+    from alerting_helpers import START, dispatch, health, host, lock, process, queue, snapshot
     from opstui.daemon.metrics import DaemonFacts, render
-    from opstui.model import METRICS, AlertInfo, CheckInfo, Level, MemoryInfo, RedisMemory
+    from opstui.model import METRICS, ActivityInfo, AlertInfo, CheckInfo, Level, LockState, MemoryInfo, RedisMemory
+    from opstui.notify.telegram import Failure
 
     snap = snapshot(
         START,
-        processes=(process("api", restarts=3, rss_bytes=50_000_000, cpu_percent=1.5),),
-        queues=(queue('in"coming', 162),),
-        health=(dataclasses.replace(health("api", ok=True), latency_ms=12.5),),
+        processes=(process("api", restarts=3, rss_bytes=50_000_000, cpu_percent=1.5, restarts_last_hour=2),),
+        queues=(queue('in"coming', 162, growth_per_min=12.5),),
+        health=(
+            dataclasses.replace(health("api", ok=True), latency_ms=12.5),
+            dataclasses.replace(health("whatsapp", ok=False), status_code=503),
+        ),
+        locks=(
+            dataclasses.replace(lock("daily batch", LockState.HELD), expires_at=START + 300),
+            lock("nightly", LockState.STALE),
+            lock("broken", LockState.UNKNOWN),
+        ),
+        activity=(ActivityInfo(key="redis main/handled", name="handled", source="redis main", last_at=START - 15),),
         dispatch=(dispatch(10, 7, 1, last_event_at=START),),
         checks=(CheckInfo(key="env:bot", name="bot", kind="env", level=Level.OK, source="files"),),
     ).replace(
@@ -344,6 +354,23 @@ def test_metrics_export_every_declared_figure_grouped_as_prometheus_requires() -
     assert 'opstui_alerts{state="firing",level="critical"} 1' in text
     assert "opstui_leader 1" in text and "opstui_fencing_token 7" in text and "opstui_outbox_pending 2" in text
     assert 'opstui_telegram_errors_total{kind="rate_limited"} 1' in text
+    # Every kind of Telegram failure is there from the start, so increase() sees the first one.
+    assert 'opstui_telegram_errors_total{kind="unauthorized"} 0' in text
+    assert len(re.findall(r"^opstui_telegram_errors_total\{", text, re.M)) == len(Failure)
+    # The figures a Grafana user alerts on: an endpoint down, a lock held, work that stopped, restarts.
+    lines = set(text.splitlines())
+    assert 'opstui_health_up{key="http:api",source="http",name="api"} 1.0' in lines
+    assert 'opstui_health_up{key="http:whatsapp",source="http",name="whatsapp"} 0.0' in lines
+    batch = 'key="postgres main/daily batch",source="postgres main",name="daily batch"'
+    assert f"opstui_lock_held{{{batch}}} 1.0" in lines
+    assert 'opstui_lock_held{key="postgres main/nightly",source="postgres main",name="nightly"} 0.0' in lines
+    assert 'name="broken"' not in text  # a lock that could not be read is neither held nor free
+    assert f"opstui_lock_expires_timestamp_seconds{{{batch}}} {START + 300!r}" in lines
+    handled = 'key="redis main/handled",source="redis main",name="handled"'
+    assert f"opstui_activity_last_timestamp_seconds{{{handled}}} {START - 15!r}" in lines
+    assert 'opstui_process_restarts_last_hour{key="pm2:api",source="pm2",name="api"} 2.0' in lines
+    incoming = 'key="redis main/in\\"coming",source="redis main",name="in\\"coming"'
+    assert f"opstui_queue_growth_per_minute{{{incoming}}} 12.5" in lines
 
 
 def test_a_running_daemon_that_sends_and_pings_never_loads_textual_or_rich(tmp_path: Path, write_config) -> None:  # type: ignore[no-untyped-def]
@@ -382,3 +409,17 @@ heartbeat_every = "0.3s"
     )
     result = subprocess.run([sys.executable, "-c", code, str(config)], capture_output=True, text=True, timeout=60)
     assert result.stdout.strip().splitlines()[-1] == "LOADED: True 0", result.stdout + result.stderr
+
+
+def test_a_daemon_that_cannot_start_says_why_in_one_line_and_exits_2(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    config = tmp_path / "opstui.toml"
+    config.write_text(f'[general]\nstate_dir = "{tmp_path / "a-file" / "state"}"\n[daemon]\nlisten = ""\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "opstui", "-c", str(config), "daemon"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    errors = [json.loads(line) for line in result.stdout.splitlines() if '"error"' in line]
+    assert [e["msg"].split(":")[0] for e in errors] == ["the daemon cannot start"]
+    assert "cannot open the state database" in errors[0]["msg"]
+    assert "Traceback" not in result.stdout + result.stderr

@@ -364,6 +364,35 @@ class Pings:
         self.http.server_close()
 
 
+async def test_the_heartbeat_says_down_in_the_shape_the_service_understands() -> None:
+    from urllib.parse import parse_qsl, urlsplit
+
+    from opstui.daemon.heartbeat import Heartbeat
+
+    pings = Pings()
+    base = pings.url.removesuffix("/ping/4f1c2d")
+    problems = ["cannot write the state database: read-only", "Telegram unreachable for 5 minutes"]
+    kuma = Heartbeat(f"{base}/api/push/T0k3n?status=up&msg=OK&ping=", every=60, problems=lambda: problems)
+    healthchecks = Heartbeat(pings.url, every=60, problems=lambda: problems)
+    try:
+        assert await kuma.ping() and await healthchecks.ping()
+        await kuma.stop()
+        await healthchecks.stop()
+    finally:
+        pings.close()
+    (kuma_method, kuma_path, _), (hc_method, hc_path, hc_body) = pings.seen
+    # Uptime Kuma has no /fail: the same push URL, reporting down with the first reason.
+    assert kuma_method == "GET" and urlsplit(kuma_path).path == "/api/push/T0k3n"
+    assert parse_qsl(urlsplit(kuma_path).query, keep_blank_values=True) == [
+        ("status", "down"),
+        ("msg", "cannot write the state database: read-only"),
+        ("ping", ""),
+    ]
+    # Healthchecks (and Cronitor): POST <url>/fail, every reason in the body.
+    assert (hc_method, hc_path) == ("POST", "/ping/4f1c2d/fail")
+    assert hc_body.splitlines() == problems
+
+
 @pytest.mark.parametrize("fault", ["read-only", "locked"])
 async def test_the_state_database_read_only_or_locked(
     tmp_path: Path, write_config, telegram_api: FakeBotAPI, fault: str

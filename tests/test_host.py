@@ -6,7 +6,9 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -63,3 +65,21 @@ def test_without_proc_the_table_comes_from_psutil_and_says_the_same(hog: subproc
         a, b = from_proc[pid], from_psutil[pid]
         assert (a.ppid, a.name, a.argv) == (b.ppid, b.name, b.argv)
         assert abs(a.created - b.created) < 0.05
+
+
+def test_a_long_name_of_multi_byte_characters_is_completed_from_the_command_line(tmp_path: Path) -> None:
+    # 14 characters, 28 bytes: the kernel keeps 15 bytes, cut in the middle of the eighth letter.
+    program = tmp_path / "воркер-очереди"
+    program.symlink_to("/bin/sleep")
+    proc = subprocess.Popen([str(program), "30"])
+    try:
+        for _ in range(500):  # until the exec has happened and the kernel renamed the child
+            with open(f"/proc/{proc.pid}/stat", "rb") as stat:
+                if "воркер".encode() in stat.read():
+                    break
+            time.sleep(0.02)
+        entry = next(p for p in _proctable.scan(cmdline=True) if p.pid == proc.pid)
+        assert entry.name == "воркер-очереди"
+    finally:
+        proc.kill()
+        proc.wait()

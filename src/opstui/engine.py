@@ -246,8 +246,8 @@ class Engine:
         self._schedule_publish()
 
     def _with_history(self, facts: Facts, now: float) -> Facts:
-        for metric, item_key, value in iter_metric_values(facts):
-            self.history.record(series_key(metric, item_key), now, value)
+        for metric, item, value in iter_metric_values(facts):
+            self.history.record(series_key(metric, item.key), now, value)
         if not facts.queues:
             return facts
         queues = tuple(self._with_growth(q) for q in facts.queues)

@@ -161,6 +161,11 @@ class LockInfo:
     error: str | None = None
     """A per-lock problem (missing table, key of the wrong type) while the rest of its source read fine."""
 
+    @property
+    def held(self) -> bool | None:
+        """Whether someone holds it now (an unexpected holder too; a stale lock's holder is gone); None: unknown."""
+        return None if self.state is LockState.UNKNOWN else self.state in (LockState.HELD, LockState.UNEXPECTED)
+
 
 @dataclass(frozen=True, slots=True)
 class DispatchInfo:
@@ -307,10 +312,24 @@ METRICS: Mapping[type, tuple[Metric, ...]] = MappingProxyType(
             Metric("process_rss_bytes", "rss_bytes", "bytes", "Resident memory of the process"),
             Metric("process_cpu_percent", "cpu_percent", "percent", "CPU use of the process"),
             Metric("process_restarts_total", "restarts_total", "", "Restarts of the process counted so far"),
+            Metric("process_restarts_last_hour", "restarts_last_hour", "", "Restarts of the process in the last hour"),
         ),
-        QueueInfo: (QUEUE_DEPTH,),
+        QueueInfo: (
+            QUEUE_DEPTH,
+            Metric("queue_growth_per_minute", "growth_per_min", "jobs/min", "How fast the queue grows (or shrinks)"),
+        ),
         RedisMemory: (Metric("redis_used_memory_bytes", "used_bytes", "bytes", "Memory used by Redis"),),
-        HealthInfo: (Metric("health_latency_ms", "latency_ms", "ms", "Latency of the health endpoint"),),
+        HealthInfo: (
+            Metric("health_up", "ok", "", "1 while the health endpoint answers healthy, 0 while it fails"),
+            Metric("health_latency_ms", "latency_ms", "ms", "Latency of the health endpoint"),
+        ),
+        LockInfo: (
+            Metric("lock_held", "held", "", "1 while someone holds the lock, 0 while it is free or stale"),
+            Metric("lock_expires_timestamp_seconds", "expires_at", "Unix time", "When the lock expires"),
+        ),
+        ActivityInfo: (
+            Metric("activity_last_timestamp_seconds", "last_at", "Unix time", "When the system last did its job"),
+        ),
         DispatchInfo: (
             Metric("dispatch_processed", "processed", "", "Items processed by the latest report run"),
             Metric("dispatch_sent", "sent", "", "Items delivered by the latest report run"),
@@ -326,23 +345,15 @@ def series_key(metric: Metric, item_key: str) -> str:
     return f"{metric.name}:{item_key}"
 
 
-def iter_metric_values(facts: Facts) -> Iterator[tuple[Metric, str, float]]:
-    """Every declared figure in `facts` that has a value: (metric, item key, value)."""
-    items: list[Any] = [
-        *facts.processes,
-        *facts.queues,
-        *facts.redis_memory,
-        *facts.health,
-        *facts.dispatch,
-        *facts.checks,
-    ]
-    if facts.host is not None:
-        items.append(facts.host)
-    for item in items:
-        for metric in METRICS.get(type(item), ()):
-            value = getattr(item, metric.attr)
-            if value is not None:
-                yield metric, item.key, float(value)
+def iter_metric_values(facts: Facts) -> Iterator[tuple[Metric, Any, float]]:
+    """Every declared figure in `facts` that has a value: (metric, item, value); a yes/no figure is 1 or 0."""
+    for section in dataclasses.fields(Facts):
+        value = getattr(facts, section.name)
+        for item in value if isinstance(value, tuple) else (value,):
+            for metric in METRICS.get(type(item), ()):
+                figure = getattr(item, metric.attr)
+                if figure is not None:
+                    yield metric, item, float(figure)
 
 
 Series = tuple[tuple[float, float], ...]

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Annotated, Any, get_args, get_origin
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
 from opstui.redact import SAFE_QUERY
 from opstui.units import format_duration, parse_duration
@@ -43,13 +44,50 @@ Secret = Annotated[str, SECRET]
 SecretUrl = Annotated[str, SECRET_URL]
 
 
+_ENCODE = (
+    "a password with # ? / @ or : in it must be percent-encoded (# as %23, ? as %3F, / as %2F, @ as %40, : as %3A)"
+)
+
+
+def url_with_scheme(schemes: tuple[str, ...], example: str, *, empty: bool = False) -> Any:
+    """A validator of a URL field whose scheme must be one of `schemes`; with `empty`, "" (none) is allowed too.
+
+    It never repeats urllib's own message: for a password with an unencoded `#` urllib takes the password for the
+    port and quotes it ("Port could not be cast to integer value as '<password>'"), before any redaction exists.
+    """
+
+    def check(value: str) -> str:
+        if empty and not value:
+            return value
+        try:
+            parts = urlsplit(value)
+        except ValueError:
+            raise ValueError(
+                f"the host part is not valid (an IPv6 address goes in [brackets]); expected a URL like '{example}'"
+            ) from None
+        try:
+            parts.port  # noqa: B018  (raises ValueError for a port that is not a number)
+        except ValueError:
+            raise ValueError(
+                f"the part after ':' in the host is not a port number; {_ENCODE}; expected a URL like '{example}'"
+            ) from None
+        if "@" in parts.fragment and "@" not in parts.netloc:
+            # A password of digits before its '#' reads as a valid port: the URL would point at the wrong host.
+            raise ValueError(f"a '#' before the '@' cuts the URL short; {_ENCODE}")
+        if parts.scheme not in schemes:
+            raise ValueError(f"expected a URL like '{example}'")
+        return value
+
+    return AfterValidator(check)
+
+
 def iter_secrets(model: BaseModel) -> Iterator[tuple[str, bool]]:
     """Every secret value in a loaded config, with whether it is a secret by itself (`whole`).
 
     Whole: secret fields and the values of `dict[str, Secret]` fields (an action's environment, an endpoint's
     headers). Not whole: the password and the query values inside URL fields (shown masked with their URL).
     """
-    from urllib.parse import parse_qsl, urlsplit
+    from urllib.parse import parse_qsl
 
     for name, field in type(model).model_fields.items():
         value = getattr(model, name)

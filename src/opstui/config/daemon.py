@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import Field, field_validator
 
-from opstui.config._base import Duration, Secret, SecretUrl, Section
+from opstui.config._base import Duration, Secret, SecretUrl, Section, url_with_scheme
+
+SharedDsn = Annotated[
+    SecretUrl,
+    url_with_scheme(("postgresql", "postgres"), "postgresql://opstui:${PGPASSWORD}@db:5432/opstui", empty=True),
+]
 
 
 class HighAvailability(Section):
-    dsn: SecretUrl = ""
+    dsn: SharedDsn = ""
     """A PostgreSQL database every daemon of this deployment shares; empty: one daemon, no election."""
     lease: Duration = Field(default=15.0, ge=1.0)
     """How long a leader's lease lasts unless renewed (every third of it); a follower takes over this long after
@@ -19,13 +26,6 @@ class HighAvailability(Section):
     @property
     def enabled(self) -> bool:
         return bool(self.dsn)
-
-    @field_validator("dsn")
-    @classmethod
-    def _postgres_url(cls, value: str) -> str:
-        if value and not value.startswith(("postgresql://", "postgres://")):
-            raise ValueError("a PostgreSQL URL is needed, e.g. postgresql://opstui:${PGPASSWORD}@db:5432/opstui")
-        return value
 
 
 class DaemonConfig(Section):

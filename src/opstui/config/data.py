@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, Any, Literal, Protocol, TypeVar
-from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 
-from opstui.config._base import Duration, PositiveDuration, SecretUrl, Section
+from opstui.config._base import Duration, PositiveDuration, SecretUrl, Section, url_with_scheme
 from opstui.units import parse_size
 
 Match = dict[str, str | int | float | bool]
@@ -55,29 +54,15 @@ def _table_name(value: str) -> str:
     return _identifier(value, dotted=True)
 
 
-def _url_with_scheme(schemes: tuple[str, ...], example: str) -> Any:
-    def check(value: str) -> str:
-        try:
-            parts = urlsplit(value)
-            parts.port  # noqa: B018  (raises ValueError for a port that is not a number)
-        except ValueError as exc:
-            raise ValueError(f"{exc}; expected a URL like '{example}'") from None
-        if parts.scheme not in schemes:
-            raise ValueError(f"expected a URL like '{example}'")
-        return value
-
-    return AfterValidator(check)
-
-
 TableName = Annotated[str, AfterValidator(_table_name)]
 ColumnName = Annotated[str, AfterValidator(_identifier)]
 OptionalColumn = Annotated[ColumnName | None, BeforeValidator(lambda value: value or None)]
 """A column the table may not have: "" (TOML has no null) means none."""
-RedisUrl = Annotated[SecretUrl, _url_with_scheme(("redis", "rediss", "unix"), "redis://:PASSWORD@127.0.0.1:6379/0")]
+RedisUrl = Annotated[SecretUrl, url_with_scheme(("redis", "rediss", "unix"), "redis://:PASSWORD@127.0.0.1:6379/0")]
 PostgresDsn = Annotated[
-    SecretUrl, _url_with_scheme(("postgresql", "postgres"), "postgresql://USER:PASSWORD@127.0.0.1:5432/DB")
+    SecretUrl, url_with_scheme(("postgresql", "postgres"), "postgresql://USER:PASSWORD@127.0.0.1:5432/DB")
 ]
-HttpUrl = Annotated[SecretUrl, _url_with_scheme(("http", "https"), "http://127.0.0.1:8080/health")]
+HttpUrl = Annotated[SecretUrl, url_with_scheme(("http", "https"), "http://127.0.0.1:8080/health")]
 
 
 Threshold = Annotated[int | None, Field(ge=0)]

@@ -1,9 +1,12 @@
 """The dead man's switch: ping a URL while the daemon does its job, so someone hears when the monitor itself dies.
 
-Every `every` seconds: GET <url> while all is well, and POST <url>/fail with the reasons (Healthchecks shows the
-body) while the daemon cannot do its job: its scheduler stalls, its state database refuses, or the Telegram
-chat cannot be reached. A daemon that is killed stops pinging, and the service alerts by its own channel. The
-URL is a secret (it is the credential): it never appears in a log line, and errors name only its host.
+Every `every` seconds: GET <url> while all is well, and a failure ping while the daemon cannot do its job (its
+scheduler stalls, its state database refuses, or the Telegram chat cannot be reached): POST <url>/fail with the
+reasons for Healthchecks and Cronitor (Healthchecks shows the body), or, for a URL with a query string such as
+an Uptime Kuma push URL (`.../api/push/<token>?status=up&msg=OK&ping=`), GET the same URL with `status=down` and
+`msg=<the first reason>`, since Kuma has no /fail and would read `...&ping=/fail` as up. A daemon that is killed
+stops pinging, and the service alerts by its own channel. The URL is a secret (it is the credential): it never
+appears in a log line, and errors name only its host.
 """
 
 from __future__ import annotations
@@ -12,11 +15,23 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 log = logging.getLogger("opstui.daemon")
 
 TIMEOUT = 10.0
+MSG_LIMIT = 200
+"""Characters of the first reason put into a push URL's `msg` (the whole list goes into a /fail body)."""
+
+
+def failure_url(url: str, reason: str) -> str | None:
+    """The push URL saying down (`status=down`, `msg=reason`), or None when the URL takes `/fail` instead."""
+    parts = urlsplit(url)
+    if not parts.query:
+        return None
+    wanted = {"status": "down", "msg": reason[:MSG_LIMIT]}
+    query = [(k, wanted.pop(k, v)) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
+    return urlunsplit(parts._replace(query=urlencode([*query, *wanted.items()])))
 
 
 class Heartbeat:
@@ -50,7 +65,7 @@ class Heartbeat:
             await asyncio.sleep(self.every)
 
     async def ping(self) -> bool:
-        """One ping (to /fail with the reasons when something is wrong); whether the service took it."""
+        """One ping (a failure ping with the reasons when something is wrong); whether the service took it."""
         from opstui._httpx import httpx
 
         if self._client is None:
@@ -58,7 +73,10 @@ class Heartbeat:
         client: httpx.AsyncClient = self._client  # type: ignore[assignment]
         problems = self.problems()
         try:
-            if problems:
+            push = failure_url(self.url, problems[0]) if problems else None
+            if push is not None:
+                response = await client.get(push)
+            elif problems:
                 response = await client.post(f"{self.url}/fail", content="\n".join(problems).encode())
             else:
                 response = await client.get(self.url)

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from opstui import __version__
-from opstui.model import METRICS, Facts, Level, Snapshot, iter_metric_values
+from opstui.model import Facts, Level, Snapshot, iter_metric_values
+from opstui.notify.telegram import Failure
 from opstui.redact import redact
 
 PREFIX = "opstui_"
@@ -33,7 +33,7 @@ class DaemonFacts:
     leader: bool
     fencing_token: int | None
     outbox_pending: int | None
-    """None when the state database could not be read."""
+    """As the notifier last read it; None without a notifier (no [telegram])."""
     outbox_oldest_age: float | None
     telegram: Mapping[str, int] = field(default_factory=dict)
     """`sent` and one count per kind of failure (rate_limited, transient, ...)."""
@@ -86,9 +86,11 @@ def render(snapshot: Snapshot, daemon: DaemonFacts) -> str:
             daemon.outbox_oldest_age,
         )
     out.add("telegram_messages_sent_total", "counter", "Messages Telegram accepted", daemon.telegram.get("sent", 0))
-    for failure, count in sorted(daemon.telegram.items()):
-        if failure != "sent":
-            out.add("telegram_errors_total", "counter", "Telegram calls that failed, by kind", count, {"kind": failure})
+    # Every kind from the start, at 0: increase() cannot see a series' first sample, so a kind that appeared
+    # only with its first error would never show that error.
+    for failure in sorted(f.value for f in Failure):
+        count = daemon.telegram.get(failure, 0)
+        out.add("telegram_errors_total", "counter", "Telegram calls that failed, by kind", count, {"kind": failure})
     out.add("config_reloads_total", "counter", "Configs reloaded on SIGHUP", daemon.reloads)
     out.add(
         "config_reload_failures_total",
@@ -125,11 +127,8 @@ def render(snapshot: Snapshot, daemon: DaemonFacts) -> str:
 
 
 def _monitored(out: _Exposition, snapshot: Snapshot) -> None:
-    facts = _as_facts(snapshot)
-    items = {item.key: item for item in _items(facts)}
-    for metric, key, value in sorted(iter_metric_values(facts), key=lambda m: (m[0].name, m[1])):
-        item = items.get(key)
-        labels = {"key": key, "source": getattr(item, "source", ""), "name": getattr(item, "name", key)}
+    for metric, item, value in sorted(iter_metric_values(_as_facts(snapshot)), key=lambda m: (m[0].name, m[1].key)):
+        labels = {"key": item.key, "source": item.source, "name": getattr(item, "name", item.key)}
         unit = f" ({metric.unit})" if metric.unit else ""
         out.add(metric.name, "gauge", metric.help + unit, value, labels)
 
@@ -138,14 +137,6 @@ def _as_facts(snapshot: Snapshot) -> Facts:
     """The snapshot's items as one `Facts`, which the declared figures are read from."""
     sections = {f.name: getattr(snapshot, f.name) for f in dataclasses.fields(Facts) if hasattr(snapshot, f.name)}
     return Facts(**{**sections, "host": snapshot.memory.host, "redis_memory": snapshot.memory.redis})
-
-
-def _items(facts: Facts) -> Iterable[Any]:
-    for section in dataclasses.fields(Facts):
-        value = getattr(facts, section.name)
-        for item in value if isinstance(value, tuple) else (value,):
-            if type(item) in METRICS:
-                yield item
 
 
 def _labels(labels: Mapping[str, str] | None) -> str:

@@ -122,6 +122,11 @@ class Daemon:
         try:
             await self._start_unless_stopped()
             await self._stop.wait()
+        except (OpsError, ValueError) as exc:
+            # A state dir it cannot create, a database URL a driver refuses: one line a person can act on, not a
+            # traceback (whose last line may quote the URL it choked on), and an exit status the supervisor sees.
+            log.error("the daemon cannot start: %s", exc)
+            self._status = 2
         finally:
             await self._shutdown()
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -449,7 +454,7 @@ class Daemon:
         if self.leadership.shared and self.leadership.leader is None:
             problems.append(f"who leads is unknown: {self.leadership.problem or 'the lease was not read yet'}")
         notifier = self.alerting.notifier if self.alerting is not None else None
-        check = notifier.check() if notifier is not None else None
+        check = notifier.check(refresh=False) if notifier is not None else None
         if check is not None and check.level is not Level.OK:
             problems.append(check.detail or "Telegram delivery fails")
         return problems
@@ -464,14 +469,12 @@ class Daemon:
 
     def facts(self) -> DaemonFacts:
         from opstui.daemon.metrics import DaemonFacts
-        from opstui.notify.outbox import Outbox
 
-        pending: int | None = None
-        oldest: float | None = None
-        if self.store is not None:
-            with contextlib.suppress(StateError):
-                pending, oldest_due = Outbox(self.store).backlog()
-                oldest = None if oldest_due is None else max(0.0, time.time() - oldest_due)
+        # The backlog the notifier last read, not a query per scrape: a scrape runs on the event loop, and a
+        # shared database that stopped answering would hold every source up for its timeout.
+        notifier = self.alerting.notifier if self.alerting is not None else None
+        pending, oldest_due = notifier.backlog if notifier is not None else (None, None)
+        oldest = None if oldest_due is None else max(0.0, time.time() - oldest_due)
         return DaemonFacts(
             instance=self.config.general.instance,
             started_at=self.started_at,

@@ -395,9 +395,17 @@ class Notifier:
             except StateError:
                 self._status_saved = False
 
-    def check(self) -> CheckInfo | None:
-        with contextlib.suppress(StateError):  # else the backlog last seen; the database's own check says why
-            self._backlog = self.outbox.backlog()
+    @property
+    def backlog(self) -> tuple[int, float | None]:
+        """Notifications waiting and when the oldest was due, as `check()` last read them (each alert judgment)."""
+        return self._backlog
+
+    def check(self, *, refresh: bool = True) -> CheckInfo | None:
+        """The delivery check; `refresh=False` reuses the backlog last read, for callers on the event loop (the
+        heartbeat, /readyz) that must not wait for a shared database that stopped answering."""
+        if refresh:
+            with contextlib.suppress(StateError):  # else the backlog last seen; the database's own check says why
+                self._backlog = self.outbox.backlog()
         waiting, oldest = self._backlog
         return delivery_check(self.status, waiting, oldest, now=self.clock())
 
