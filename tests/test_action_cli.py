@@ -58,6 +58,11 @@ timeout = "1s"
 command = {py("import time; print('started', flush=True); time.sleep(30)")}
 
 [[actions.command]]
+name = "hang"
+timeout = "5m"
+command = {py("import time; print('started', flush=True); time.sleep(300)")}
+
+[[actions.command]]
 name = "restart-app"
 scope = "process"
 command = ["true", "{{process.name}}"]
@@ -89,7 +94,7 @@ def test_action_list_shows_what_each_would_run_with_secrets_masked(config: Path,
 
     as_json = json.loads(opstui("-c", str(config), "action", "list", "--json", cwd=config.parent, env=env).stdout)
     assert as_json["read_only"] is False
-    assert [a["name"] for a in as_json["actions"]] == ["drain", "fail", "purge-dead", "slow", "restart-app"]
+    assert [a["name"] for a in as_json["actions"]] == ["drain", "fail", "purge-dead", "slow", "hang", "restart-app"]
     assert as_json["actions"][2]["confirm"] == "typed"
 
 
@@ -196,7 +201,7 @@ def test_a_timeout_exits_124(config: Path, env: dict[str, str]) -> None:
 
 def test_a_second_run_from_another_process_is_refused(config: Path, env: dict[str, str]) -> None:
     first = subprocess.Popen(
-        [PY, "-m", "opstui", "-c", str(config), "action", "run", "slow", "--yes"],
+        [PY, "-m", "opstui", "-c", str(config), "action", "run", "hang", "--yes"],
         cwd=config.parent,
         env={**os.environ, **env},
         stdin=subprocess.DEVNULL,
@@ -206,18 +211,19 @@ def test_a_second_run_from_another_process_is_refused(config: Path, env: dict[st
     )
     try:
         assert first.stdout is not None and first.stdout.readline() == "started\n"
-        second = opstui("-c", str(config), "action", "run", "slow", "--yes", cwd=config.parent, env=env)
+        second = opstui("-c", str(config), "action", "run", "hang", "--yes", cwd=config.parent, env=env)
         assert second.returncode == 2
-        assert "opstui: refused: slow is already running: started " in second.stderr
+        assert "opstui: refused: hang is already running: started " in second.stderr
         assert "ago by " in second.stderr
     finally:
+        first.send_signal(signal.SIGINT)
         first.communicate(timeout=30)
-    assert first.returncode == 124
+    assert first.returncode == 130
 
 
 def test_ctrl_c_stops_the_action_and_its_group_and_is_recorded(config: Path, env: dict[str, str]) -> None:
-    running = subprocess.Popen(
-        [PY, "-m", "opstui", "-c", str(config), "action", "run", "slow", "--yes"],
+    running = subprocess.Popen(  # an action with a long timeout: the Ctrl+C, not the timeout, must end it
+        [PY, "-m", "opstui", "-c", str(config), "action", "run", "hang", "--yes"],
         cwd=config.parent,
         env={**os.environ, **env},
         stdin=subprocess.DEVNULL,
@@ -230,7 +236,7 @@ def test_ctrl_c_stops_the_action_and_its_group_and_is_recorded(config: Path, env
     running.send_signal(signal.SIGINT)
     _, stderr = running.communicate(timeout=30)
     assert running.returncode == 130
-    assert stderr.splitlines()[-1].startswith("slow: cancelled in ")
+    assert stderr.splitlines()[-1].startswith("hang: cancelled in ")
     assert stderr.splitlines()[-1].endswith(": interrupted with Ctrl+C")
     for pid in children:
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
