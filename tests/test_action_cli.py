@@ -199,8 +199,13 @@ def test_a_timeout_exits_124(config: Path, env: dict[str, str]) -> None:
     assert result.stderr.splitlines()[-1].startswith("slow: timeout in ")
 
 
-def test_a_second_run_from_another_process_is_refused(config: Path, env: dict[str, str]) -> None:
-    first = subprocess.Popen(
+def run_hanging_action(config: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    """`opstui action run hang --yes` in the background: its timeout is minutes, so only a Ctrl+C ends it.
+
+    SIGINT is set back to its default in the child: a shell that starts a job in the background (as a CI runner
+    may) makes it ignore SIGINT, and Python then leaves it ignored, as it should for a user's background job.
+    """
+    return subprocess.Popen(
         [PY, "-m", "opstui", "-c", str(config), "action", "run", "hang", "--yes"],
         cwd=config.parent,
         env={**os.environ, **env},
@@ -208,7 +213,22 @@ def test_a_second_run_from_another_process_is_refused(config: Path, env: dict[st
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
+
+
+def interrupt(proc: subprocess.Popen[str]) -> str:
+    """Ctrl+C, and what it wrote on stderr; the process is never left running, whatever happens."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        return proc.communicate(timeout=30)[1]
+    finally:
+        proc.kill()
+        proc.communicate()
+
+
+def test_a_second_run_from_another_process_is_refused(config: Path, env: dict[str, str]) -> None:
+    first = run_hanging_action(config, env)
     try:
         assert first.stdout is not None and first.stdout.readline() == "started\n"
         second = opstui("-c", str(config), "action", "run", "hang", "--yes", cwd=config.parent, env=env)
@@ -216,25 +236,17 @@ def test_a_second_run_from_another_process_is_refused(config: Path, env: dict[st
         assert "opstui: refused: hang is already running: started " in second.stderr
         assert "ago by " in second.stderr
     finally:
-        first.send_signal(signal.SIGINT)
-        first.communicate(timeout=30)
+        interrupt(first)
     assert first.returncode == 130
 
 
 def test_ctrl_c_stops_the_action_and_its_group_and_is_recorded(config: Path, env: dict[str, str]) -> None:
-    running = subprocess.Popen(  # an action with a long timeout: the Ctrl+C, not the timeout, must end it
-        [PY, "-m", "opstui", "-c", str(config), "action", "run", "hang", "--yes"],
-        cwd=config.parent,
-        env={**os.environ, **env},
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert running.stdout is not None and running.stdout.readline() == "started\n"
-    children = [child.pid for child in psutil.Process(running.pid).children(recursive=True)]
-    running.send_signal(signal.SIGINT)
-    _, stderr = running.communicate(timeout=30)
+    running = run_hanging_action(config, env)
+    try:
+        assert running.stdout is not None and running.stdout.readline() == "started\n"
+        children = [child.pid for child in psutil.Process(running.pid).children(recursive=True)]
+    finally:
+        stderr = interrupt(running)
     assert running.returncode == 130
     assert stderr.splitlines()[-1].startswith("hang: cancelled in ")
     assert stderr.splitlines()[-1].endswith(": interrupted with Ctrl+C")
