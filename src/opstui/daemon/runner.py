@@ -281,7 +281,9 @@ class Daemon:
         self.heartbeat = Heartbeat(daemon.heartbeat_url, every=daemon.heartbeat_every, problems=self.job_problems)
         self.heartbeat.start()
 
-    def _tick(self) -> None:
+    async def _tick(self) -> None:
+        # On the event loop, not in a worker thread: a loop that is stuck stops the tick (and so /healthz and
+        # systemd's watchdog notice), and the once-a-second tick costs no thread hand-off.
         self.last_tick = time.monotonic()
         self.ticks += 1
         if self.systemd is not None:
