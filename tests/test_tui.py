@@ -256,6 +256,35 @@ async def test_the_dashboard_starts_on_the_process_in_the_worst_state_and_shows_
         assert "whatsapp session closed" in app.pane("activity").log_lines.plain  # type: ignore[attr-defined]
 
 
+async def test_the_cursor_goes_to_a_process_that_goes_bad_later_unless_the_person_moved_it() -> None:
+    snapshot = sample_snapshot()
+    fine = tuple(dataclasses.replace(p, status="online", restarts_last_hour=0) for p in snapshot.processes)
+    app = sample_app(dataclasses.replace(snapshot, processes=fine), refresh="200ms")
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot.pause()
+        processes = table(app, "processes")
+        first = processes.cursor_key
+        worker = next(p for p in fine if p.key == "pm2:worker")
+        assert first != worker.key
+        feed_of(app).change(
+            processes=tuple(dataclasses.replace(p, status="errored") if p is worker else p for p in fine)
+        )
+        await pilot.pause(0.6)
+        assert processes.cursor_key == "pm2:worker", "trouble that starts later is where the cursor goes"
+
+    app = sample_app(dataclasses.replace(snapshot, processes=fine), refresh="200ms")
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot.pause()
+        await pilot.press("down", "down")
+        moved = table(app, "processes").cursor_key
+        assert moved not in (first, worker.key)
+        feed_of(app).change(
+            processes=tuple(dataclasses.replace(p, status="errored") if p is worker else p for p in fine)
+        )
+        await pilot.pause(0.6)
+        assert table(app, "processes").cursor_key == moved, "a cursor the person moved stays"
+
+
 async def test_a_report_run_still_sending_is_not_called_a_mismatch_until_it_settles() -> None:
     snapshot = sample_snapshot()
     sending = dataclasses.replace(snapshot.dispatch[0], processed=8, sent=4, failed=0, last_event_at=NOW - 15)

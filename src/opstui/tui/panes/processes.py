@@ -69,11 +69,13 @@ class ProcessesPane(TablePane):
     def show_body(self, view: View) -> None:
         super().show_body(view)
         if not self._cursor_placed and view.snapshot.processes:
-            # Start on the process in the worst state: its errors are what the logs pane shows first.
-            self._cursor_placed = True
+            # Go to the process in the worst state the first time one is bad (at start, or when trouble begins
+            # later), unless the person has moved the cursor off the first row: its errors are what Logs shows.
             worst = max(view.snapshot.processes, key=lambda p: self.level_of(p, view))
             if self.level_of(worst, view) is not Level.OK:
-                self.table.move_cursor(row=self.table.get_row_index(worst.key), scroll=False)
+                self._cursor_placed = True
+                if self.table.cursor_row == 0:
+                    self.table.move_cursor(row=self.table.get_row_index(worst.key), scroll=False)
 
     def notes(self, view: View) -> list[list[Cell]]:
         lines: list[list[Cell]] = []
